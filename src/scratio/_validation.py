@@ -1,0 +1,91 @@
+"""Checks on user input that run before any training, with messages that say the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+
+def get_representation(adata: AnnData, use_rep: str) -> np.ndarray:
+    """``adata.obsm[use_rep]`` (or ``adata.X`` for ``"X"``) as a finite float32 array."""
+    if use_rep == "X":
+        x = adata.X
+    elif use_rep in adata.obsm:
+        x = adata.obsm[use_rep]
+    else:
+        available = ", ".join(map(repr, adata.obsm.keys())) or "none"
+        raise KeyError(
+            f"Representation {use_rep!r} not found in `adata.obsm` (available: {available}). "
+            "Compute it first, e.g. `sc.pp.pca(adata)` for 'X_pca', or pass another `use_rep`."
+        )
+    if sparse.issparse(x):
+        x = x.toarray()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise ValueError(
+            f"Representation {use_rep!r} must be a 2-D array with at least one column, got shape {x.shape}."
+        )
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(
+            f"Representation {use_rep!r} has NaN or inf in {len(rows)} cells (first: {list(adata.obs_names[rows[:3]])}). "
+            "Remove those cells or recompute the embedding."
+        )
+    return x
+
+
+def check_variance(x: np.ndarray, use_rep: str) -> None:
+    """Reject a representation without any variance."""
+    if len(x) < 2 or not np.any(x.std(axis=0) > 0):
+        raise ValueError(
+            f"Representation {use_rep!r} has zero variance: every cell has the same coordinates. "
+            "Pass an embedding that varies across cells."
+        )
+
+
+def get_categorical(adata: AnnData, key: str) -> pd.Categorical:
+    """``adata.obs[key]`` as a categorical without missing values; strings and numbers are accepted."""
+    if key not in adata.obs.columns:
+        raise KeyError(
+            f"Key {key!r} not found in `adata.obs`. Available columns: {', '.join(map(repr, adata.obs.columns))}."
+        )
+    column = adata.obs[key]
+    values = (
+        column.values
+        if isinstance(column.dtype, pd.CategoricalDtype)
+        else pd.Categorical(column.astype(str) if column.dtype == bool else column)
+    )
+    if pd.isna(values).any():
+        raise ValueError(
+            f"`adata.obs[{key!r}]` has {int(pd.isna(values).sum())} missing values. Fill them or drop those cells."
+        )
+    return values.remove_unused_categories()
+
+
+def check_categories(
+    values: pd.Categorical, key: str, *, min_cells: int = 1, required: Sequence[str] = ()
+) -> list[str]:
+    """Categories of one condition key, checked for count and size; returns them as strings."""
+    categories = [str(c) for c in values.categories]
+    for category in required:
+        if str(category) not in categories:
+            raise ValueError(
+                f"Category {category!r} not found in `adata.obs[{key!r}]`. Categories: {categories}."
+            )
+    if len(categories) < 2:
+        raise ValueError(
+            f"`adata.obs[{key!r}]` has a single category ({categories}); a ratio needs at least two conditions."
+        )
+    counts = pd.Series(values).value_counts()
+    small = {str(c): int(n) for c, n in counts.items() if n < min_cells}
+    if small:
+        raise ValueError(
+            f"Categories of `adata.obs[{key!r}]` with fewer than {min_cells} cells: {small}. "
+            "Merge or drop them, or lower `min_cells`."
+        )
+    return categories

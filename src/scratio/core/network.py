@@ -1,0 +1,122 @@
+"""The conditional network: shared trunk, velocity head and score head."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+
+class TimeFeatures(nn.Module):
+    """Sinusoidal features of ``t`` in [0, 1].
+
+    Frequencies ``pi * 2^k`` for ``k = 0 .. n_frequencies - 1`` span one half-period over
+    the unit interval up to a fraction of it, so every scale of ``t`` is resolved (the usual
+    ``10000^(-k/n)`` periods of transformer encodings are nearly constant on [0, 1]).
+    """
+
+    def __init__(self, n_frequencies: int = 6):
+        super().__init__()
+        self.register_buffer("frequencies", math.pi * 2.0 ** torch.arange(n_frequencies, dtype=torch.float32))
+        self.dim = 1 + 2 * n_frequencies
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        angles = t[:, None] * self.frequencies
+        return torch.cat([t[:, None], torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class ConditionEmbedding(nn.Module):
+    """One embedding table per condition key, each with a final *null* row.
+
+    Codes are integer tensors of shape ``(n, n_keys)``; code ``n_categories[k]`` is the null
+    entry of key ``k`` (the key is marginalised out).
+    """
+
+    def __init__(self, n_categories: Sequence[int], dim: int = 16):
+        super().__init__()
+        self.n_categories = [int(n) for n in n_categories]
+        self.tables = nn.ModuleList(nn.Embedding(n + 1, dim) for n in self.n_categories)
+        self.dim = dim * len(self.n_categories)
+
+    def null_codes(self, n: int, device=None) -> torch.Tensor:
+        """Codes with every key set to null."""
+        return torch.tensor(self.n_categories, device=device).expand(n, -1).clone()
+
+    def drop(self, codes: torch.Tensor, p_drop: float, generator: torch.Generator | None = None):
+        """Replace each key of each sample by null with probability ``p_drop``, independently."""
+        mask = torch.rand(codes.shape, generator=generator, device=codes.device) < p_drop
+        return torch.where(mask, self.null_codes(len(codes), codes.device), codes)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if not self.tables:
+            return codes.new_zeros((len(codes), 0), dtype=torch.float32)
+        return torch.cat([table(codes[:, k]) for k, table in enumerate(self.tables)], dim=-1)
+
+
+def _mlp(n_in: int, width: int, n_layers: int, activation: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n_layers):
+        layers += [nn.Linear(n_in if i == 0 else width, width), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers)
+
+
+class ConditionalFlowNet(nn.Module):
+    """Velocity ``v(x, t | c)`` and score ``grad log p_t(x | c)`` from one shared trunk.
+
+    Parameters
+    ----------
+    n_dims
+        Dimension of the data.
+    n_categories
+        Number of categories of each condition key.
+    width, n_layers
+        Width and depth of the shared trunk.
+    head_layers
+        Hidden layers (of ``width``) in each head before its linear read-out.
+    condition_dim
+        Embedding size per condition key.
+    n_frequencies
+        Number of sinusoidal time frequencies.
+    activation
+        One of ``"silu"``, ``"selu"``, ``"gelu"``, ``"tanh"``. Smooth activations keep the
+        divergence well defined.
+    """
+
+    def __init__(
+        self,
+        n_dims: int,
+        n_categories: Sequence[int] = (),
+        *,
+        width: int = 256,
+        n_layers: int = 3,
+        head_layers: int = 0,
+        condition_dim: int = 16,
+        n_frequencies: int = 6,
+        activation: str = "silu",
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+        self.n_dims = n_dims
+        self.time_features = TimeFeatures(n_frequencies)
+        self.conditions = ConditionEmbedding(n_categories, condition_dim)
+        n_in = n_dims + self.time_features.dim + self.conditions.dim
+        self.trunk = _mlp(n_in, width, n_layers, activation)
+        self.velocity_head = nn.Sequential(
+            _mlp(width, width, head_layers, activation), nn.Linear(width, n_dims)
+        )
+        self.score_head = nn.Sequential(_mlp(width, width, head_layers, activation), nn.Linear(width, n_dims))
+
+    def features(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Trunk features; ``t`` is a scalar or a tensor of shape ``(n,)``."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
+        return self.trunk(torch.cat([x, self.time_features(t), self.conditions(codes)], dim=-1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor):
+        """Return ``(velocity, score)``, each of the shape of ``x``."""
+        h = self.features(x, t, codes)
+        return self.velocity_head(h), self.score_head(h)

@@ -1,0 +1,282 @@
+r"""Log-ratio ODEs along one flow trajectory (method.md, sections 3 and 4).
+
+A *field* is any callable ``field(x, t, codes) -> (velocity, score)`` on tensors: the trained
+:class:`~scratio.core.network.ConditionalFlowNet` or a closed-form
+:class:`~scratio.core.analytic.GaussianConditionalField`. ``codes`` are ``(n, n_keys)``
+integer tensors, one row per cell, so every cell may carry its own conditions.
+
+Every estimator integrates an augmented state ``(x_t, a_t)`` from the cell at ``t = 1``
+back to noise at ``t = 0`` with ``a_1 = 0`` and ``da/dt = dQ/dt`` for the tracked quantity
+``Q``; then ``Q_1 - Q_0 = -a_0``. For log-ratios ``Q_0 = 0``; for log-likelihoods
+``Q_0 = log N(x_0; 0, I)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.func import jvp, vmap
+from torchdiffeq import odeint
+
+Field = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+ESTIMATORS = ("s1", "s2", "naive")
+DIVERGENCES = ("exact", "hutchinson")
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """How to integrate and how to take divergences.
+
+    Parameters
+    ----------
+    method
+        A torchdiffeq method. Fixed-step methods (default ``"rk4"``) make each cell's result
+        independent of which cells share its batch; adaptive ones (``"dopri5"``, ...) use
+        ``rtol``/``atol`` and pick steps per batch.
+    n_steps
+        Steps from ``t = 1`` to ``t = 0`` for fixed-step methods.
+    rtol, atol
+        Tolerances of adaptive methods.
+    divergence
+        ``"exact"`` (Jacobian trace, ``d`` forward-mode products) or ``"hutchinson"``
+        (``n_probes`` Rademacher probes, fixed along each trajectory).
+    n_probes
+        Probes per cell for ``"hutchinson"``.
+    seed
+        Seed of the Hutchinson probes. A cell's probes depend on its global index and the
+        seed only, not on its batch.
+    """
+
+    method: str = "rk4"
+    n_steps: int = 5
+    rtol: float = 1e-5
+    atol: float = 1e-5
+    divergence: str = "exact"
+    n_probes: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"Unknown divergence {self.divergence!r}; choose one of {DIVERGENCES}.")
+        if self.n_steps < 1 or self.n_probes < 1:
+            raise ValueError("`n_steps` and `n_probes` must be positive integers.")
+
+    @property
+    def fixed_step(self) -> bool:
+        """Whether the solver takes a fixed grid of steps."""
+        return self.method in FIXED_STEP_METHODS
+
+    def time_grid(self, start: float, end: float, like: torch.Tensor) -> torch.Tensor:
+        """Grid of times handed to ``odeint``."""
+        n = self.n_steps + 1 if self.fixed_step else 2
+        return torch.linspace(start, end, n, dtype=like.dtype, device=like.device)
+
+    def integrate(self, rhs, state, start: float, end: float):
+        """Integrate ``rhs`` over ``[start, end]`` and return the final state."""
+        ts = self.time_grid(start, end, state[0])
+        kwargs = {} if self.fixed_step else {"rtol": self.rtol, "atol": self.atol}
+        return tuple(s[-1] for s in odeint(rhs, state, ts, method=self.method, **kwargs))
+
+    def probes(self, n_dims: int, index: torch.Tensor) -> torch.Tensor:
+        """Tangent directions ``(n_probes or d, n, d)`` whose quadratic forms average to the trace.
+
+        ``index`` holds the cells' global positions; Rademacher signs come from a hash of
+        ``(seed, index, probe, dimension)`` so they do not depend on the batching.
+        """
+        n = len(index)
+        if self.divergence == "exact":
+            return torch.eye(n_dims, dtype=torch.float32)[:, None, :].expand(n_dims, n, n_dims)
+        probe = torch.arange(self.n_probes)[:, None, None]
+        dim = torch.arange(n_dims)[None, None, :]
+        key = (index.to(torch.int64)[None, :, None] * 1_000_003 + probe * 7_919 + dim) * 2_654_435_761
+        key = key + self.seed * 97_531
+        bits = (key ^ (key >> 13)) * 1_274_126_177
+        signs = ((bits >> 17) & 1).to(torch.float32) * 2 - 1
+        return signs / math.sqrt(self.n_probes)
+
+
+def quadratic_traces(fn, x: torch.Tensor, probes: torch.Tensor):
+    """Traces ``sum_p e_p^T J_m e_p`` of the Jacobians of ``fn``'s stacked outputs.
+
+    ``fn(x) -> (out, aux)`` with ``out`` of shape ``(n, m, d)``. With the identity basis as
+    probes this is the exact divergence of each of the ``m`` fields, batched over the probes
+    in one vectorised forward-mode pass; with scaled Rademacher probes it is Hutchinson's
+    estimate.
+
+    Returns
+    -------
+    ``(traces, aux)`` with ``traces`` of shape ``(n, m)``.
+    """
+    probes = probes.to(x.dtype)
+
+    def along(tangent):
+        _, directional, aux = jvp(fn, (x,), (tangent,), has_aux=True)
+        return directional, aux
+
+    directional, aux = vmap(along, out_dims=(0, None))(probes)  # (P, n, m, d)
+    return torch.einsum("pnd,pnmd->nm", probes, directional), aux
+
+
+def _two_conditions(field: Field, x, t, codes):
+    """Evaluate the field at ``x`` under each ``codes`` in one batched call."""
+    n = len(x)
+    v, s = field(x.repeat(len(codes), 1), t, torch.cat(codes))
+    return v.split(n), s.split(n)
+
+
+def log_ratio(
+    field: Field,
+    x: torch.Tensor,
+    numerator: torch.Tensor,
+    denominator: torch.Tensor,
+    *,
+    estimator: str = "s1",
+    null: torch.Tensor | None = None,
+    options: SolverOptions = SolverOptions(),
+    index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``log p(x | numerator) - log p(x | denominator)`` for each row of ``x``.
+
+    Parameters
+    ----------
+    field
+        Velocity-and-score callable.
+    x
+        ``(n, d)`` points at ``t = 1``.
+    numerator, denominator
+        ``(n, n_keys)`` condition codes.
+    estimator
+        ``"s1"`` simulates the numerator's field, ``"s2"`` the field of ``null`` (required
+        then; usually every key set to null), ``"naive"`` integrates two separate CNF
+        likelihoods and subtracts them.
+    options
+        Solver and divergence settings.
+    index
+        Global positions of the rows, for batch-independent Hutchinson probes.
+    """
+    if estimator == "naive":
+        both = log_likelihood(
+            field,
+            x.repeat(2, 1),
+            torch.cat([numerator, denominator]),
+            options=options,
+            index=None if index is None else index.repeat(2),
+        )
+        return both[: len(x)] - both[len(x) :]
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"Unknown estimator {estimator!r}; choose one of {ESTIMATORS}.")
+    if estimator == "s2" and null is None:
+        raise ValueError("The S2 estimator needs the codes of the simulating (null) condition.")
+    index = torch.arange(len(x)) if index is None else index
+    probes = options.probes(x.shape[1], index)
+    codes = (numerator, denominator) if estimator == "s1" else (numerator, denominator, null)
+
+    def rhs(t, state):
+        x_t = state[0]
+
+        def difference(y):
+            (v, s) = _two_conditions(field, y, t, codes)
+            return (v[1] - v[0])[:, None, :], (v, s)
+
+        div, (v, s) = quadratic_traces(difference, x_t, probes)
+        if estimator == "s1":
+            drift = v[0]
+            dl = div[:, 0] - (s[1] * (v[0] - v[1])).sum(-1)
+        else:
+            drift = v[2]
+            dl = div[:, 0] + (s[0] * (v[2] - v[0])).sum(-1) - (s[1] * (v[2] - v[1])).sum(-1)
+        return drift, dl
+
+    with torch.no_grad():
+        _, a0 = options.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
+    return -a0
+
+
+def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
+    """``log N(z; 0, I)`` per row."""
+    return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
+
+
+def log_likelihood(
+    field: Field,
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    *,
+    options: SolverOptions = SolverOptions(),
+    index: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """CNF log-likelihood ``log p(x | codes)``: ``log N(x_0) - integral_0^1 div v dt``."""
+    index = torch.arange(len(x)) if index is None else index
+    probes = options.probes(x.shape[1], index)
+
+    def rhs(t, state):
+        def velocity(y):
+            v, _ = field(y, t, codes)
+            return v[:, None, :], v
+
+        div, v = quadratic_traces(velocity, state[0], probes)
+        return v, -div[:, 0]
+
+    with torch.no_grad():
+        x0, a0 = options.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
+    return standard_normal_log_density(x0) - a0
+
+
+def category_log_ratios(
+    field: Field,
+    x: torch.Tensor,
+    categories: list[torch.Tensor],
+    base: torch.Tensor,
+    *,
+    options: SolverOptions = SolverOptions(),
+    index: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``log p(x | c_k) / p(x | base)`` and ``log p(x | base)`` from one trajectory.
+
+    The trajectory follows the base field (S2); for each of the ``K`` conditions it tracks
+    ``dl_k/dt = div(v_base - v_k) + s_k . (v_base - v_k)``, and ``log p(x | base)`` through
+    ``-div v_base``.
+
+    Returns
+    -------
+    ``(log_ratios, base_log_likelihood)`` of shapes ``(n, K)`` and ``(n,)``.
+    """
+    index = torch.arange(len(x)) if index is None else index
+    probes = options.probes(x.shape[1], index)
+    n_conditions = len(categories)
+    codes = (*categories, base)
+
+    def rhs(t, state):
+        def differences(y):
+            v, s = _two_conditions(field, y, t, codes)
+            v_base = v[-1]
+            stacked = torch.stack([v_base - v_k for v_k in v[:-1]] + [v_base], dim=1)
+            return stacked, (v, s)
+
+        div, (v, s) = quadratic_traces(differences, state[0], probes)
+        v_base = v[-1]
+        dl = torch.stack([div[:, k] + (s[k] * (v_base - v[k])).sum(-1) for k in range(n_conditions)], dim=1)
+        return v_base, dl, -div[:, -1]
+
+    start = (x, x.new_zeros(len(x), n_conditions), x.new_zeros(len(x)))
+    with torch.no_grad():
+        x0, a0, b0 = options.integrate(rhs, start, 1.0, 0.0)
+    return -a0, standard_normal_log_density(x0) - b0
+
+
+def sample(
+    field: Field, codes: torch.Tensor, noise: torch.Tensor, *, options: SolverOptions = SolverOptions()
+) -> torch.Tensor:
+    """Push ``noise`` (``t = 0``) along the conditional field to data (``t = 1``)."""
+
+    def rhs(t, state):
+        return (field(state[0], t, codes)[0],)
+
+    with torch.no_grad():
+        (x1,) = options.integrate(rhs, (noise,), 0.0, 1.0)
+    return x1

@@ -1,0 +1,633 @@
+"""``RatioFlow``: one conditional flow on an AnnData embedding, scored as per-cell log-ratios."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from . import __version__
+from ._settings import logger, settings
+from ._validation import check_categories, check_variance, get_categorical, get_representation
+from .core import ode
+from .core.network import ConditionalFlowNet
+from .core.paths import GaussianPath
+from .core.training import FlowMatchingModule, RandomBatches
+
+Condition = Mapping[str, Any]
+Data = AnnData | np.ndarray | None
+
+_CONFIG = "config.json"
+_WEIGHTS = "weights.pt"
+
+
+class RatioFlow:
+    """A conditional flow-matching model of ``p(x | conditions)`` on ``adata.obsm[use_rep]``.
+
+    One network models the density of cells under every combination of the registered
+    condition keys, and under any key left out (*null*, trained by condition dropout). From
+    it, :meth:`log_ratio` integrates one ODE per cell that tracks
+    ``log p(x | numerator) - log p(x | denominator)``.
+
+    Parameters
+    ----------
+    adata
+        Annotated data; the model keeps a reference for training and default scoring.
+    use_rep
+        Key of the embedding in ``adata.obsm`` (``"X"`` uses ``adata.X``).
+    condition_keys
+        Categorical columns of ``adata.obs`` to condition on. Strings, numbers and booleans
+        are converted to categories.
+    schedule
+        ``"deterministic"``, ``"noise_at_data"`` (default) or ``"noise_on_path"``, or a
+        :class:`~scratio.core.GaussianPath`.
+    s_min, s_path
+        Noise at the data and on the path for the named schedules.
+    width, n_layers, head_layers, condition_dim, activation
+        Network size, see :class:`~scratio.core.ConditionalFlowNet`.
+    min_cells
+        Fewest cells a category may have.
+    random_state
+        Seed of the weights and of training.
+
+    Examples
+    --------
+    >>> model = sr.RatioFlow(adata, use_rep="X_pca", condition_keys=["treatment"])
+    >>> model.train()
+    >>> adata.obs["lr"] = model.log_ratio(
+    ...     numerator={"treatment": "IFNg"}, denominator={"treatment": "control"}
+    ... )
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        use_rep: str = "X_pca",
+        condition_keys: Sequence[str] | str = (),
+        *,
+        schedule: str | GaussianPath = "noise_at_data",
+        s_min: float = 0.05,
+        s_path: float = 0.1,
+        width: int = 256,
+        n_layers: int = 3,
+        head_layers: int = 0,
+        condition_dim: int = 16,
+        activation: str = "silu",
+        min_cells: int = 1,
+        random_state: int = 0,
+    ):
+        condition_keys = [condition_keys] if isinstance(condition_keys, str) else list(condition_keys)
+        x = get_representation(adata, use_rep)
+        check_variance(x, use_rep)
+        self.categories: dict[str, list[str]] = {
+            key: check_categories(get_categorical(adata, key), key, min_cells=min_cells)
+            for key in condition_keys
+        }
+        self.adata = adata
+        self.use_rep = use_rep
+        self.path = GaussianPath.from_schedule(schedule, s_min=s_min, s_path=s_path)
+        std = x.std(axis=0)
+        self.mean = x.mean(axis=0)
+        self.scale = np.where(std > 0, std, 1.0).astype(np.float32)
+        self.random_state = random_state
+        self.network_kwargs = {
+            "width": width, "n_layers": n_layers, "head_layers": head_layers,
+            "condition_dim": condition_dim, "activation": activation,
+        }  # fmt: skip
+        with torch.random.fork_rng():
+            torch.manual_seed(random_state)
+            self.network = ConditionalFlowNet(
+                x.shape[1], [len(c) for c in self.categories.values()], **self.network_kwargs
+            )
+        self.network.eval()
+        self.training_record: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- registration
+    @property
+    def condition_keys(self) -> list[str]:
+        """The registered condition keys, in the network's order."""
+        return list(self.categories)
+
+    @property
+    def n_dims(self) -> int:
+        """Dimension of the representation."""
+        return self.network.n_dims
+
+    @property
+    def device(self) -> torch.device:
+        """Device the network lives on."""
+        return next(self.network.parameters()).device
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether :meth:`train` has run (or trained weights were loaded)."""
+        return bool(self.training_record)
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{k} ({len(c)})" for k, c in self.categories.items()) or "none"
+        state = f"trained {self.training_record['n_steps']} steps" if self.is_trained else "untrained"
+        return f"RatioFlow(use_rep={self.use_rep!r}, n_dims={self.n_dims}, conditions: {keys}; {self.path.name}, {state})"
+
+    def encode(self, condition: Condition | None, n: int) -> np.ndarray:
+        """Integer codes ``(n, n_keys)`` of a condition; unnamed keys are null.
+
+        ``condition`` maps a registered key to one category (every cell), to ``None`` (null),
+        or to a per-cell sequence of categories of length ``n``.
+        """
+        codes = np.tile(np.array([len(c) for c in self.categories.values()], dtype=np.int64), (n, 1))
+        for key, value in (condition or {}).items():
+            if key not in self.categories:
+                raise KeyError(
+                    f"Condition key {key!r} is not registered; the model knows {self.condition_keys}."
+                )
+            if value is None:
+                continue
+            j = self.condition_keys.index(key)
+            known = self.categories[key]
+            if np.ndim(value) == 0:
+                if str(value) not in known:
+                    raise ValueError(f"Unknown category {value!r} for key {key!r}. Categories: {known}.")
+                codes[:, j] = known.index(str(value))
+                continue
+            values = np.asarray(value).astype(str)
+            if len(values) != n:
+                raise ValueError(f"Per-cell condition for {key!r} has {len(values)} entries for {n} cells.")
+            lookup = pd.Index(known).get_indexer(values)
+            if (lookup < 0).any():
+                unknown = sorted(set(values[lookup < 0]))
+                raise ValueError(f"Unknown categories {unknown} for key {key!r}. Categories: {known}.")
+            codes[:, j] = lookup
+        return codes
+
+    def _representation(self, data: Data) -> np.ndarray:
+        if data is None:
+            data = self.adata
+        if isinstance(data, AnnData):
+            x = get_representation(data, self.use_rep)
+        else:
+            x = np.asarray(data, dtype=np.float32)
+            if x.ndim != 2 or not np.isfinite(x).all():
+                raise ValueError("Pass a finite 2-D array of cells x dimensions, or an AnnData.")
+        if x.shape[1] != self.n_dims:
+            raise ValueError(
+                f"Representation has {x.shape[1]} dimensions but the model was trained on {self.n_dims} "
+                f"({self.use_rep!r})."
+            )
+        return x
+
+    def _standardise(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy((x - self.mean) / self.scale).to(self.device)
+
+    # ---------------------------------------------------------------- training
+    def train(
+        self,
+        n_steps: int = 3000,
+        *,
+        batch_size: int = 2048,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        p_drop: float = 0.25,
+        ema_decay: float | None = None,
+        score_weight: float = 1.0,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        strategy: str | Any = "auto",
+        **trainer_kwargs,
+    ) -> RatioFlow:
+        """Fit the velocity and score heads by flow matching through Lightning.
+
+        Parameters
+        ----------
+        n_steps
+            Optimisation steps (per device).
+        batch_size
+            Cells per step and device, drawn with replacement.
+        lr, weight_decay, warmup_steps
+            AdamW with linear warm-up and cosine decay.
+        p_drop
+            Probability of dropping each condition key of each cell to null, which teaches
+            the marginal fields (``p(x | label)``, ``p(x)``) used as denominators.
+        ema_decay
+            Keep an exponential moving average of the weights (e.g. ``0.999``) and use it.
+        score_weight
+            Weight of the score loss against the velocity loss.
+        accelerator, devices, strategy
+            Passed to :class:`lightning.pytorch.Trainer`; e.g. ``devices=4, strategy="ddp"``.
+        trainer_kwargs
+            Further :class:`~lightning.pytorch.Trainer` arguments.
+
+        Returns
+        -------
+        The model itself, trained.
+        """
+        adata = self.adata
+        x = torch.from_numpy((self._representation(adata) - self.mean) / self.scale)
+        codes = torch.from_numpy(
+            self.encode({k: get_categorical(adata, k) for k in self.condition_keys}, len(x))
+        )
+        batches = RandomBatches(x, codes, batch_size=batch_size, n_batches=n_steps, seed=self.random_state)
+        module = FlowMatchingModule(
+            self.network, self.path, max_steps=n_steps, lr=lr, weight_decay=weight_decay,
+            warmup_steps=warmup_steps, p_drop=p_drop, ema_decay=ema_decay, score_weight=score_weight,
+            seed=self.random_state,
+        )  # fmt: skip
+        loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
+        trainer = _quiet_trainer(
+            max_steps=n_steps, accelerator=accelerator, devices=devices, strategy=strategy, **trainer_kwargs
+        )
+        logger.info(
+            f"Training RatioFlow on {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator').lower()} "
+            f"device(s): {len(x)} cells, {x.shape[1]} dims, {n_steps} steps of {batch_size}."
+        )
+        self.network.train()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
+            trainer.fit(module, loader)
+        self.network = module.network.cpu().eval()
+        history = module.loss_history.cpu().numpy()
+        self.training_record = {
+            "n_steps": n_steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+            "warmup_steps": warmup_steps, "p_drop": p_drop, "ema_decay": ema_decay,
+            "score_weight": score_weight, "final_loss": float(module.smoothed_loss),
+            "loss_history": [float(v) for v in history[np.isfinite(history)]],
+            "record_every": module.record_every, "n_devices": trainer.num_devices,
+        }  # fmt: skip
+        logger.info(f"Trained RatioFlow: final loss {self.training_record['final_loss']:.4f}.")
+        return self
+
+    # ---------------------------------------------------------------- scoring
+    def _stream(self, x: np.ndarray, score, *, batch_size: int, desc: str) -> np.ndarray:
+        """Apply ``score(x_batch, index)`` over batches of cells, memory flat in ``len(x)``."""
+        if not self.is_trained:
+            warnings.warn("Scoring an untrained RatioFlow; call `.train()` first.", stacklevel=3)
+        outputs = []
+        bar = tqdm(total=len(x), desc=desc, unit="cells", disable=not settings.progress_bar, leave=False)
+        for start in range(0, len(x), batch_size):
+            stop = min(start + batch_size, len(x))
+            index = torch.arange(start, stop)
+            outputs.append(score(self._standardise(x[start:stop]), index).cpu().numpy())
+            bar.update(stop - start)
+        bar.close()
+        return np.concatenate(outputs).astype(np.float32)
+
+    def _codes(self, condition: Condition | None, n: int) -> torch.Tensor:
+        return torch.from_numpy(self.encode(condition, n)).to(self.device)
+
+    def log_ratio(
+        self,
+        data: Data = None,
+        numerator: Condition | None = None,
+        denominator: Condition | None = None,
+        *,
+        method: Literal["s1", "s2", "naive"] = "s1",
+        base: Condition | None = None,
+        solver: str = "rk4",
+        n_steps: int = 5,
+        divergence: Literal["exact", "hutchinson"] = "exact",
+        n_probes: int = 1,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        batch_size: int = 1024,
+        random_state: int = 0,
+    ) -> np.ndarray:
+        """Per-cell ``log p(x | numerator) - log p(x | denominator)``.
+
+        Parameters
+        ----------
+        data
+            An AnnData with ``obsm[use_rep]``, an array of cells x dims, or ``None`` for the
+            training AnnData.
+        numerator, denominator
+            Mappings from condition key to a category, to a per-cell sequence of categories,
+            or to ``None``; keys left out are null (marginalised).
+        method
+            ``"s1"`` follows the numerator's field (cheapest); ``"s2"`` follows the field of
+            ``base`` (default: every key null), better when the two conditions overlap
+            little; ``"naive"`` subtracts two separate CNF likelihoods (two trajectories).
+        base
+            Simulating condition for ``"s2"``.
+        solver, n_steps, rtol, atol
+            torchdiffeq method; fixed-step methods take ``n_steps``, adaptive ones the tolerances.
+        divergence, n_probes
+            Exact Jacobian trace or Hutchinson's estimate with ``n_probes`` Rademacher probes.
+        batch_size
+            Cells integrated together.
+        random_state
+            Seed of the Hutchinson probes.
+
+        Returns
+        -------
+        Log-ratios, ``float32`` of shape ``(n_cells,)``.
+        """
+        x = self._representation(data)
+        options = self._solver(solver, n_steps, divergence, n_probes, rtol, atol, random_state)
+        num = self.encode(numerator, len(x))
+        den = self.encode(denominator, len(x))
+        null = self.encode(base, len(x))
+        to = lambda codes, index: torch.from_numpy(codes[index.numpy()]).to(self.device)
+
+        def score(xb, index):
+            return ode.log_ratio(
+                self.network, xb, to(num, index), to(den, index), estimator=method,
+                null=to(null, index), options=options, index=index,
+            )  # fmt: skip
+
+        return self._stream(x, score, batch_size=batch_size, desc=f"log-ratio ({method})")
+
+    def log_likelihood(
+        self,
+        data: Data = None,
+        condition: Condition | None = None,
+        *,
+        solver: str = "rk4",
+        n_steps: int = 5,
+        divergence: Literal["exact", "hutchinson"] = "exact",
+        n_probes: int = 1,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        batch_size: int = 1024,
+        random_state: int = 0,
+    ) -> np.ndarray:
+        """Per-cell CNF log-density ``log p(x | condition)`` in the units of ``use_rep``.
+
+        Parameters are those of :meth:`log_ratio`; ``condition`` maps keys to categories
+        (``None`` or ``{}``: the unconditional density).
+        """
+        x = self._representation(data)
+        options = self._solver(solver, n_steps, divergence, n_probes, rtol, atol, random_state)
+        codes = self.encode(condition, len(x))
+
+        def score(xb, index):
+            codes_b = torch.from_numpy(codes[index.numpy()]).to(self.device)
+            return ode.log_likelihood(self.network, xb, codes_b, options=options, index=index)
+
+        return self._stream(x, score, batch_size=batch_size, desc="log-likelihood") - self._log_scale
+
+    def category_log_likelihoods(
+        self,
+        data: Data = None,
+        key: str | None = None,
+        *,
+        given: Condition | None = None,
+        categories: Sequence[str] | None = None,
+        solver: str = "rk4",
+        n_steps: int = 5,
+        divergence: Literal["exact", "hutchinson"] = "exact",
+        n_probes: int = 1,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        batch_size: int = 1024,
+        random_state: int = 0,
+    ) -> pd.DataFrame:
+        """``log p(x | key = k, given)`` for every category ``k``, from a single trajectory.
+
+        The trajectory follows the field of ``given`` alone (``key`` null); along it the
+        log-ratio of every category to that base is tracked together with the base's CNF
+        likelihood (method.md section 3, many ratios from one trajectory). Any pairwise
+        log-ratio is a difference of two columns.
+
+        Parameters
+        ----------
+        data
+            As in :meth:`log_ratio`.
+        key
+            The condition key whose categories are compared; defaults to the only key.
+        given
+            Other keys held fixed (a category or per-cell categories each).
+        categories
+            Subset of the key's categories (default: all).
+        solver, n_steps, divergence, n_probes, rtol, atol, batch_size, random_state
+            As in :meth:`log_ratio`.
+
+        Returns
+        -------
+        A cells x categories frame of log-densities.
+        """
+        key = self._key(key)
+        if given and key in given:
+            raise ValueError(f"`given` must not fix the compared key {key!r}.")
+        categories = list(self.categories[key] if categories is None else categories)
+        x = self._representation(data)
+        options = self._solver(solver, n_steps, divergence, n_probes, rtol, atol, random_state)
+        base = self.encode(given, len(x))
+        per_category = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
+
+        def score(xb, index):
+            rows = index.numpy()
+            take = lambda codes: torch.from_numpy(codes[rows]).to(self.device)
+            ratios, base_ll = ode.category_log_ratios(
+                self.network, xb, [take(c) for c in per_category], take(base), options=options, index=index
+            )
+            return ratios + base_ll[:, None]
+
+        values = (
+            self._stream(x, score, batch_size=batch_size, desc=f"log-likelihoods ({key})") - self._log_scale
+        )
+        index = (
+            data.obs_names if isinstance(data, AnnData) else (self.adata.obs_names if data is None else None)
+        )
+        return pd.DataFrame(values, index=index, columns=pd.Index(categories, name=key))
+
+    def condition_probabilities(
+        self,
+        data: Data = None,
+        key: str | None = None,
+        *,
+        given: Condition | None = None,
+        prior: Literal["uniform", "empirical"] | Mapping[str, float] = "uniform",
+        **kwargs,
+    ) -> pd.DataFrame:
+        """Posterior ``p(key = k | x, given)`` over the categories of ``key``, rows summing to one.
+
+        Parameters
+        ----------
+        data, key, given
+            As in :meth:`category_log_likelihoods`.
+        prior
+            ``"uniform"``, ``"empirical"`` (category frequencies of the training AnnData) or a
+            mapping from category to prior weight.
+        kwargs
+            Solver options of :meth:`category_log_likelihoods`.
+        """
+        key = self._key(key)
+        log_likelihoods = self.category_log_likelihoods(data, key, given=given, **kwargs)
+        if prior == "uniform":
+            weights = np.ones(log_likelihoods.shape[1])
+        elif prior == "empirical":
+            counts = pd.Series(get_categorical(self.adata, key)).astype(str).value_counts()
+            weights = counts.reindex(log_likelihoods.columns).fillna(0).to_numpy(float)
+        else:
+            weights = np.array([float(prior.get(c, 0.0)) for c in log_likelihoods.columns])
+        with np.errstate(divide="ignore"):
+            logits = log_likelihoods.to_numpy(np.float64) + np.log(weights / weights.sum())
+        logits -= logits.max(axis=1, keepdims=True)
+        probabilities = np.exp(logits)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        return pd.DataFrame(probabilities, index=log_likelihoods.index, columns=log_likelihoods.columns)
+
+    def sample(
+        self,
+        n: int,
+        condition: Condition | None = None,
+        *,
+        solver: str = "rk4",
+        n_steps: int = 20,
+        batch_size: int = 4096,
+        random_state: int = 0,
+    ) -> np.ndarray:
+        """Draw ``n`` cells' coordinates from ``p(x | condition)`` in the units of ``use_rep``."""
+        options = self._solver(solver, n_steps, "exact", 1, 1e-5, 1e-5, random_state)
+        codes = self.encode(condition, n)
+        generator = torch.Generator().manual_seed(random_state)
+        noise = torch.randn(n, self.n_dims, generator=generator)
+        out = []
+        for start in range(0, n, batch_size):
+            codes_b = torch.from_numpy(codes[start : start + batch_size]).to(self.device)
+            out.append(
+                ode.sample(
+                    self.network, codes_b, noise[start : start + batch_size].to(self.device), options=options
+                )
+            )
+        return torch.cat(out).cpu().numpy() * self.scale + self.mean
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def _log_scale(self) -> float:
+        # Density in the original units: p(x) = p(z) / prod(scale).
+        return float(np.log(self.scale.astype(np.float64)).sum())
+
+    def _key(self, key: str | None) -> str:
+        if key is None:
+            if len(self.categories) != 1:
+                raise ValueError(f"Name the condition key; the model has {self.condition_keys}.")
+            return self.condition_keys[0]
+        if key not in self.categories:
+            raise KeyError(f"Condition key {key!r} is not registered; the model knows {self.condition_keys}.")
+        return key
+
+    @staticmethod
+    def _solver(solver, n_steps, divergence, n_probes, rtol, atol, seed) -> ode.SolverOptions:
+        return ode.SolverOptions(
+            method=solver,
+            n_steps=n_steps,
+            divergence=divergence,
+            n_probes=n_probes,
+            rtol=rtol,
+            atol=atol,
+            seed=seed,
+        )
+
+    def to(self, device: str | torch.device) -> RatioFlow:
+        """Move the network for scoring (e.g. ``"cuda"``)."""
+        self.network.to(device)
+        return self
+
+    # ---------------------------------------------------------------- persistence
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description of everything but the weights."""
+        return {
+            "scratio_version": __version__,
+            "use_rep": self.use_rep,
+            "categories": self.categories,
+            "n_dims": self.n_dims,
+            "path": self.path.to_dict(),
+            "network": self.network_kwargs,
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "random_state": self.random_state,
+            "training": self.training_record,
+        }
+
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Write the model to a directory: ``config.json`` and ``weights.pt`` (tensors only)."""
+        path = Path(path)
+        if path.exists() and not overwrite and any(path.iterdir()):
+            raise FileExistsError(f"{str(path)!r} exists and is not empty; pass `overwrite=True`.")
+        path.mkdir(parents=True, exist_ok=True)
+        (path / _CONFIG).write_text(json.dumps(self.config(), indent=1))
+        torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, path / _WEIGHTS)
+
+    @classmethod
+    def load(cls, path: str | Path, adata: AnnData | None = None, *, device: str = "cpu") -> RatioFlow:
+        """Load a model written by :meth:`save` without executing code from the files.
+
+        Parameters
+        ----------
+        path
+            The directory.
+        adata
+            Data to attach for scoring (and further training). It must have the model's
+            representation with the same dimension, and its condition columns may only hold
+            categories the model knows.
+        device
+            Where to put the network.
+        """
+        path = Path(path)
+        config = json.loads((path / _CONFIG).read_text())
+        state = torch.load(path / _WEIGHTS, map_location=device, weights_only=True)
+        model = cls.__new__(cls)
+        model.use_rep = config["use_rep"]
+        model.categories = {k: list(v) for k, v in config["categories"].items()}
+        model.path = GaussianPath.from_dict(config["path"])
+        model.network_kwargs = config["network"]
+        model.mean = np.asarray(config["mean"], dtype=np.float32)
+        model.scale = np.asarray(config["scale"], dtype=np.float32)
+        model.random_state = config["random_state"]
+        model.training_record = config["training"]
+        model.network = ConditionalFlowNet(
+            config["n_dims"], [len(c) for c in model.categories.values()], **model.network_kwargs
+        )
+        model.network.load_state_dict(state)
+        model.network.to(device).eval()
+        model.adata = None
+        if adata is not None:
+            model.attach(adata)
+        return model
+
+    def attach(self, adata: AnnData) -> None:
+        """Use ``adata`` as the default data, after checking it against the registration."""
+        self._representation(adata)
+        for key, known in self.categories.items():
+            values = get_categorical(adata, key) if key in adata.obs.columns else None
+            if values is None:
+                raise KeyError(f"Condition key {key!r} of the model is missing from `adata.obs`.")
+            unknown = sorted(set(map(str, values.categories)) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"`adata.obs[{key!r}]` has categories {unknown} the model was not trained on "
+                    f"(it knows {known}). Subset the AnnData to known categories or retrain."
+                )
+        self.adata = adata
+
+
+def _quiet_trainer(**kwargs):
+    """A Lightning trainer without logger, checkpoints, summaries or banner lines."""
+    import lightning as L
+
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        max_epochs=-1,
+        **kwargs,
+    )
