@@ -100,33 +100,47 @@ class SolverOptions:
         return signs / math.sqrt(self.n_probes)
 
 
-def quadratic_traces(fn, x: torch.Tensor, probes: torch.Tensor):
-    """Traces ``sum_p e_p^T J_m e_p`` of the Jacobians of ``fn``'s stacked outputs.
+def evaluate(
+    field: Field, x: torch.Tensor, t: torch.Tensor, codes: tuple[torch.Tensor, ...], probes: torch.Tensor
+):
+    """Velocity, score and Jacobian quadratic forms of the field under each condition.
 
-    ``fn(x) -> (out, aux)`` with ``out`` of shape ``(n, m, d)``. With the identity basis as
-    probes this is the exact divergence of each of the ``m`` fields, batched over the probes
-    in one vectorised forward-mode pass; with scaled Rademacher probes it is Hutchinson's
-    estimate.
+    The quadratic form of condition ``k`` is ``q_k = sum_p e_p^T J_k e_p`` over the probes
+    ``e_p``: the exact divergence of ``v_k`` for the identity basis, Hutchinson's estimate for
+    scaled Rademacher probes. Both are linear in the Jacobian, so the divergence of a
+    difference field is the difference of quadratic forms taken with the same probes.
+
+    Parameters
+    ----------
+    field
+        Velocity-and-score callable; a ``forward_with_tangents`` method, when present, is used
+        for the Jacobian-vector products, else ``torch.func`` forward mode.
+    x
+        ``(n, d)`` points.
+    t
+        Scalar time.
+    codes
+        One ``(n, n_keys)`` code tensor per condition; all are evaluated in one batched call.
+    probes
+        ``(P, n, d)`` tangent directions.
 
     Returns
     -------
-    ``(traces, aux)`` with ``traces`` of shape ``(n, m)``.
+    Lists ``velocities``, ``scores`` (each ``(n, d)``) and ``quadratic_forms`` (each ``(n,)``).
     """
-    probes = probes.to(x.dtype)
+    n, repeats = len(x), len(codes)
+    x_all, codes_all = x.repeat(repeats, 1), torch.cat(codes)
+    probes_all = probes.to(x.dtype).repeat(1, repeats, 1)
+    if hasattr(field, "forward_with_tangents"):
+        velocity, score, d_velocity = field.forward_with_tangents(x_all, t, codes_all, probes_all)
+    else:
 
-    def along(tangent):
-        _, directional, aux = jvp(fn, (x,), (tangent,), has_aux=True)
-        return directional, aux
+        def along(tangent):
+            return jvp(lambda y: field(y, t, codes_all), (x_all,), (tangent,), has_aux=True)
 
-    directional, aux = vmap(along, out_dims=(0, None))(probes)  # (P, n, m, d)
-    return torch.einsum("pnd,pnmd->nm", probes, directional), aux
-
-
-def _two_conditions(field: Field, x, t, codes):
-    """Evaluate the field at ``x`` under each ``codes`` in one batched call."""
-    n = len(x)
-    v, s = field(x.repeat(len(codes), 1), t, torch.cat(codes))
-    return v.split(n), s.split(n)
+        velocity, d_velocity, score = vmap(along, out_dims=(None, 0, None))(probes_all)
+    quadratic = torch.einsum("pnd,pnd->n", probes_all, d_velocity)
+    return velocity.split(n), score.split(n), quadratic.split(n)
 
 
 def log_ratio(
@@ -154,43 +168,35 @@ def log_ratio(
         ``"s1"`` simulates the numerator's field, ``"s2"`` the field of ``null`` (required
         then; usually every key set to null), ``"naive"`` integrates two separate CNF
         likelihoods and subtracts them.
+    null
+        Codes of the simulating condition for ``"s2"``.
     options
         Solver and divergence settings.
     index
         Global positions of the rows, for batch-independent Hutchinson probes.
     """
-    if estimator == "naive":
-        both = log_likelihood(
-            field,
-            x.repeat(2, 1),
-            torch.cat([numerator, denominator]),
-            options=options,
-            index=None if index is None else index.repeat(2),
-        )
-        return both[: len(x)] - both[len(x) :]
     if estimator not in ESTIMATORS:
         raise ValueError(f"Unknown estimator {estimator!r}; choose one of {ESTIMATORS}.")
+    index = torch.arange(len(x)) if index is None else index
+    if estimator == "naive":
+        both = log_likelihood(
+            field, x.repeat(2, 1), torch.cat([numerator, denominator]), options=options, index=index.repeat(2)
+        )
+        return both[: len(x)] - both[len(x) :]
     if estimator == "s2" and null is None:
         raise ValueError("The S2 estimator needs the codes of the simulating (null) condition.")
-    index = torch.arange(len(x)) if index is None else index
     probes = options.probes(x.shape[1], index)
     codes = (numerator, denominator) if estimator == "s1" else (numerator, denominator, null)
 
     def rhs(t, state):
-        x_t = state[0]
-
-        def difference(y):
-            (v, s) = _two_conditions(field, y, t, codes)
-            return (v[1] - v[0])[:, None, :], (v, s)
-
-        div, (v, s) = quadratic_traces(difference, x_t, probes)
+        (v_num, v_den, *v_null), (s_num, s_den, *_), (q_num, q_den, *_) = evaluate(
+            field, state[0], t, codes, probes
+        )
+        divergence = q_den - q_num
         if estimator == "s1":
-            drift = v[0]
-            dl = div[:, 0] - (s[1] * (v[0] - v[1])).sum(-1)
-        else:
-            drift = v[2]
-            dl = div[:, 0] + (s[0] * (v[2] - v[0])).sum(-1) - (s[1] * (v[2] - v[1])).sum(-1)
-        return drift, dl
+            return v_num, divergence - (s_den * (v_num - v_den)).sum(-1)
+        drift = v_null[0]
+        return drift, divergence + (s_num * (drift - v_num)).sum(-1) - (s_den * (drift - v_den)).sum(-1)
 
     with torch.no_grad():
         _, a0 = options.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
@@ -215,12 +221,8 @@ def log_likelihood(
     probes = options.probes(x.shape[1], index)
 
     def rhs(t, state):
-        def velocity(y):
-            v, _ = field(y, t, codes)
-            return v[:, None, :], v
-
-        div, v = quadratic_traces(velocity, state[0], probes)
-        return v, -div[:, 0]
+        (v,), _, (q,) = evaluate(field, state[0], t, (codes,), probes)
+        return v, -q
 
     with torch.no_grad():
         x0, a0 = options.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
@@ -248,22 +250,16 @@ def category_log_ratios(
     """
     index = torch.arange(len(x)) if index is None else index
     probes = options.probes(x.shape[1], index)
-    n_conditions = len(categories)
     codes = (*categories, base)
 
     def rhs(t, state):
-        def differences(y):
-            v, s = _two_conditions(field, y, t, codes)
-            v_base = v[-1]
-            stacked = torch.stack([v_base - v_k for v_k in v[:-1]] + [v_base], dim=1)
-            return stacked, (v, s)
+        (*v, v_base), (*s, _), (*q, q_base) = evaluate(field, state[0], t, codes, probes)
+        dl = torch.stack(
+            [q_base - q_k + (s_k * (v_base - v_k)).sum(-1) for v_k, s_k, q_k in zip(v, s, q)], dim=1
+        )
+        return v_base, dl, -q_base
 
-        div, (v, s) = quadratic_traces(differences, state[0], probes)
-        v_base = v[-1]
-        dl = torch.stack([div[:, k] + (s[k] * (v_base - v[k])).sum(-1) for k in range(n_conditions)], dim=1)
-        return v_base, dl, -div[:, -1]
-
-    start = (x, x.new_zeros(len(x), n_conditions), x.new_zeros(len(x)))
+    start = (x, x.new_zeros(len(x), len(categories)), x.new_zeros(len(x)))
     with torch.no_grad():
         x0, a0, b0 = options.integrate(rhs, start, 1.0, 0.0)
     return -a0, standard_normal_log_density(x0) - b0

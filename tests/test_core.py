@@ -1,0 +1,143 @@
+"""The flow core apart from learning: paths, network, and the ODE engine on closed-form fields."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scratio.core import GaussianConditionalField, GaussianPath, SolverOptions, ode
+from scratio.core.network import ConditionalFlowNet, TimeFeatures
+
+PATHS = [GaussianPath(), GaussianPath(s_min=0.1), GaussianPath(s_path=0.2)]
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_path_derivatives_match_finite_differences(path):
+    t = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    h = 1e-6
+    numeric = (path.sigma(t + h) - path.sigma(t - h)) / (2 * h)
+    torch.testing.assert_close(path.d_sigma(t), numeric, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(path.sigma_d_sigma(t), path.sigma(t) * numeric, rtol=1e-6, atol=1e-6)
+    assert float(path.sigma(torch.tensor(0.0))) == pytest.approx(1.0)
+    assert float(path.sigma(torch.tensor(1.0))) == pytest.approx(path.s_min)
+
+
+def test_schedules_round_trip_and_reject_unknown():
+    for name in ("deterministic", "noise_at_data", "noise_on_path"):
+        path = GaussianPath.from_schedule(name)
+        assert path.name == name
+        assert GaussianPath.from_dict(path.to_dict()) == path
+    with pytest.raises(ValueError, match="Unknown schedule 'linear'"):
+        GaussianPath.from_schedule("linear")
+    with pytest.raises(ValueError, match="s_min"):
+        GaussianPath(s_min=1.5)
+
+
+def test_time_features_resolve_the_unit_interval():
+    features = TimeFeatures(6)(torch.tensor([0.0, 0.01, 0.5, 0.99, 1.0]))
+    distances = torch.cdist(features, features)
+    assert distances[~torch.eye(5, dtype=bool)].min() > 0.05  # nearby times stay apart
+
+
+def test_condition_dropout_rate_and_null_codes():
+    net = ConditionalFlowNet(3, [4, 2])
+    codes = torch.zeros(20000, 2, dtype=torch.long)
+    dropped = net.conditions.drop(codes, 0.3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(net.conditions.null_codes(1)[0], torch.tensor([4, 2]))
+    rate = (dropped == net.conditions.null_codes(1)).float().mean(0)
+    assert torch.allclose(rate, torch.tensor([0.3, 0.3]), atol=0.015)
+
+
+def test_explicit_forward_mode_matches_torch_func():
+    torch.manual_seed(0)
+    net = ConditionalFlowNet(5, [3], width=32, head_layers=1, activation="selu").double()
+    x = torch.randn(7, 5, dtype=torch.float64)
+    codes = torch.tensor([[0], [1], [2], [3], [0], [1], [3]])
+    tangents = torch.randn(4, 7, 5, dtype=torch.float64)
+    velocity, score, d_velocity = net.forward_with_tangents(x, torch.tensor(0.3), codes, tangents)
+    for p in range(4):
+        _, expected = torch.func.jvp(lambda y: net(y, torch.tensor(0.3), codes)[0], (x,), (tangents[p],))
+        torch.testing.assert_close(d_velocity[p], expected)
+    torch.testing.assert_close(score, net(x, torch.tensor(0.3), codes)[1])
+
+
+def gaussian_field(kind: str, path: GaussianPath, d: int):
+    """Two conditions with closed-form densities: shifted means, or correlated (MI) vs independent."""
+    if kind == "shifted":
+        means = torch.stack([torch.full((d,), 1.5), torch.zeros(d)])
+        covariances = torch.eye(d).expand(2, d, d)
+    else:
+        rho = math.sqrt(1 - math.exp(-1))
+        block = torch.tensor([[1.0, rho], [rho, 1.0]])
+        covariances = torch.stack([torch.block_diag(*[block] * (d // 2)), torch.eye(d)])
+        means = torch.zeros(2, d)
+    return GaussianConditionalField(means, covariances, path)
+
+
+CODES = {k: torch.full((64, 1), k) for k in range(3)}  # 0: numerator, 1: denominator, 2: null
+TIGHT = SolverOptions(method="rk4", n_steps=60)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+@pytest.mark.parametrize("kind", ["shifted", "mutual_information"])
+def test_engine_reproduces_closed_form_log_ratios(path, kind):
+    field = gaussian_field(kind, path, 4)
+    x = torch.randn(64, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 1.3 + 0.5
+    truth = field.log_prob(x, 0) - field.log_prob(x, 1)
+    for estimator in ("s1", "s2", "naive"):
+        estimate = ode.log_ratio(
+            field, x, CODES[0], CODES[1], estimator=estimator, null=CODES[2], options=TIGHT
+        )
+        assert (estimate - truth).abs().max() < 1e-4, estimator
+    ratios, base_log_density = ode.category_log_ratios(
+        field, x, [CODES[0], CODES[1]], CODES[2], options=TIGHT
+    )
+    assert (ratios[:, 0] - ratios[:, 1] - truth).abs().max() < 1e-4
+    assert (base_log_density - field.log_prob(x)).abs().max() < 1e-4
+    log_density = ode.log_likelihood(field, x, CODES[0], options=TIGHT)
+    assert (log_density - field.log_prob(x, 0)).abs().max() < 1e-4
+
+
+def test_adaptive_solver_is_accurate_on_closed_form():
+    field = gaussian_field("mutual_information", GaussianPath(s_min=0.05), 6)
+    x = torch.randn(64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    truth = field.log_prob(x, 0) - field.log_prob(x, 1)
+    estimate = ode.log_ratio(
+        field, x, CODES[0], CODES[1], options=SolverOptions(method="dopri5", rtol=1e-7, atol=1e-7)
+    )
+    assert (estimate - truth).abs().max() < 1e-4
+
+
+def test_hutchinson_is_unbiased_and_batch_independent():
+    field = gaussian_field("mutual_information", GaussianPath(), 6)
+    x = torch.randn(64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    truth = field.log_prob(x, 0) - field.log_prob(x, 1)
+    one_probe = SolverOptions(n_steps=20, divergence="hutchinson", n_probes=1)
+    single = ode.log_ratio(field, x, CODES[0], CODES[1], options=one_probe)
+    assert (single - truth).abs().max() > 1e-3  # a single probe is noisy on a non-diagonal Jacobian
+    many = SolverOptions(n_steps=20, divergence="hutchinson", n_probes=256)
+    averaged = ode.log_ratio(field, x, CODES[0], CODES[1], options=many)
+    assert (averaged - truth).pow(2).mean() < 0.1 * (single - truth).pow(2).mean()
+    # Probes follow the cell's global index: scoring a cell alone gives the same number.
+    alone = ode.log_ratio(
+        field, x[5:6], CODES[0][:1], CODES[1][:1], options=one_probe, index=torch.tensor([5])
+    )
+    torch.testing.assert_close(alone[0], single[5])
+
+
+def test_sampling_pushes_noise_to_the_condition():
+    field = gaussian_field("shifted", GaussianPath(), 3)
+    noise = torch.randn(4000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    samples = ode.sample(
+        field, torch.zeros(4000, 1, dtype=torch.long), noise, options=SolverOptions(n_steps=20)
+    )
+    np.testing.assert_allclose(samples.mean(0).numpy(), 1.5, atol=0.06)
+    np.testing.assert_allclose(samples.std(0).numpy(), 1.0, atol=0.05)
+
+
+def test_solver_options_validate():
+    with pytest.raises(ValueError, match="Unknown divergence 'trace'"):
+        SolverOptions(divergence="trace")
+    with pytest.raises(ValueError, match="Unknown estimator 's3'"):
+        ode.log_ratio(None, torch.zeros(1, 2), CODES[0][:1], CODES[1][:1], estimator="s3")
