@@ -37,6 +37,26 @@ def test_shifted_gaussians_direction():
         datasets.shifted_gaussians(100, 10, direction=direction)
 
 
+def test_shifted_gaussians_errors():
+    with pytest.raises(ValueError, match="`n_dims` must be at least 1"):
+        datasets.shifted_gaussians(100, 0)
+    with pytest.raises(ValueError, match="`n_obs` must be at least 2"):
+        datasets.shifted_gaussians(1)
+
+
+def test_simulations_round_trip_h5ad(tmp_path):
+    import anndata
+
+    adata = datasets.mutual_information_pair(90, 4)
+    adata.obs["cluster"] = pd.Categorical(np.repeat(["x", "y", "z"], 30))
+    datasets.semi_synthetic_da(adata, "cluster", delta=0.2, condition_key="label")
+    adata.write_h5ad(tmp_path / "simulated.h5ad")
+    read = anndata.read_h5ad(tmp_path / "simulated.h5ad")
+    assert read.uns["simulation"]["p_treated"] == {"x": 0.5, "y": 0.7, "z": pytest.approx(0.3)}
+    assert list(read.obs["condition"].cat.categories) == ["p", "q"]
+    np.testing.assert_array_equal(read.obs["true_log_odds"], adata.obs["true_log_odds"])
+
+
 def test_simulators_are_reproducible():
     first = datasets.shifted_gaussians(200, 3, random_state=7)
     second = datasets.shifted_gaussians(200, 3, random_state=7)

@@ -91,6 +91,8 @@ def shifted_gaussians(
     >>> adata.obs.groupby("condition", observed=True)["true_log_ratio"].mean()
     """
     _check_n_obs(n_obs)
+    if n_dims < 1:
+        raise ValueError(f"`n_dims` must be at least 1, got {n_dims}.")
     if direction is None:
         direction = np.ones(n_dims)
     direction = np.asarray(direction, dtype=np.float64)

@@ -261,7 +261,8 @@ def da_metrics(
         Average precision (area under the precision-recall curve) of ``|scores|`` as a
         detector of DA cells; equal to the share of DA cells for an uninformative score.
     ``"nar"``
-        Mean ``|scores|`` in DA cells divided by mean ``|scores|`` in the other cells.
+        Mean ``|scores|`` in DA cells divided by mean ``|scores|`` in the other cells
+        (``inf`` if the other cells all score 0).
     ``"csp"``
         Share of DA cells whose score has the sign of their true log-odds.
 
