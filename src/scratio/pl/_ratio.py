@@ -1,0 +1,175 @@
+"""Per-cell log-ratios on an embedding and as distributions per group."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from scratio._validation import get_categorical
+from scratio.pl._utils import find_params, finish, get_ratio, new_axes, symmetric_limit
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def ratio_embedding(
+    adata: AnnData,
+    key: str = "scratio_da",
+    *,
+    basis: str = "umap",
+    vmax: float | None = None,
+    cmap: str = "RdBu_r",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+    **kwargs,
+) -> Axes | Figure | None:
+    """Per-cell log-ratio on an embedding, with a diverging colour scale centred at 0.
+
+    Wraps :func:`scanpy.pl.embedding`. The colour limits are symmetric, ``[-vmax, vmax]``, so
+    white means a ratio of one. Cells are drawn in order of increasing ``|log r|``, so the most
+    extreme cells lie on top; cells without a score (NaN, e.g. controls of
+    :func:`scratio.tl.donor_response`) are drawn underneath in grey.
+
+    Parameters
+    ----------
+    adata
+        Annotated data scored by a :mod:`scratio.tl` tool.
+    key
+        Column of ``adata.obs`` with the log-ratio, e.g. the ``key_added`` of
+        :func:`scratio.tl.differential_abundance` (``f"{key_added}_{target}"`` with several targets).
+    basis
+        Embedding in ``adata.obsm`` (``"umap"`` reads ``"X_umap"``).
+    vmax
+        Colour limit; defaults to the 99th percentile of ``|log r|``, so a few outliers do not
+        wash out the scale.
+    cmap
+        Diverging colormap.
+    ax
+        Axes to draw into; a new figure by default.
+    show
+        Show the figure; defaults to ``scanpy.settings.autoshow``.
+    return_fig
+        Return the figure.
+    **kwargs
+        Passed to :func:`scanpy.pl.embedding`, e.g. ``size`` or ``title``.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, nothing when shown, else the axes.
+
+    Examples
+    --------
+    >>> sr.tl.differential_abundance(adata, "condition", reference="control")
+    >>> sr.pl.ratio_embedding(adata, "scratio_da")
+    """
+    import scanpy as sc
+
+    values = get_ratio(adata, key)
+    limit = symmetric_limit(values, vmax, 99)
+    # Unscored cells first, then by increasing |log r|: scatter draws later points on top.
+    order = np.argsort(np.where(np.isfinite(values), np.abs(values), -np.inf), kind="stable")
+    kwargs.setdefault("title", key)
+    ax = sc.pl.embedding(
+        adata[order],
+        basis,
+        color=key,
+        cmap=cmap,
+        vmin=-limit,
+        vmax=limit,
+        sort_order=False,
+        na_color="lightgray",
+        ax=new_axes(ax, (4.5, 4)),
+        show=False,
+        **kwargs,
+    )
+    return finish(ax, show, return_fig)
+
+
+def ratio_distributions(
+    adata: AnnData,
+    key: str = "scratio_da",
+    groupby: str | None = None,
+    *,
+    order: Sequence[str] | None = None,
+    kind: Literal["violin", "strip"] = "violin",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """Distribution of the per-cell log-ratio in each group, ordered by median, with a line at 0.
+
+    Cells without a score (NaN) are left out. The median of each group is marked.
+
+    Parameters
+    ----------
+    adata
+        Annotated data scored by a :mod:`scratio.tl` tool.
+    key
+        Column of ``adata.obs`` with the log-ratio.
+    groupby
+        Categorical column of ``adata.obs`` to group cells by; defaults to the ``groupby``, else
+        the ``condition_key``, of the tool call that wrote ``key``.
+    order
+        Groups to show, in this order; defaults to all groups by decreasing median.
+    kind
+        ``"violin"`` (densities) or ``"strip"`` (one jittered point per cell).
+    ax
+        Axes to draw into; a new figure by default.
+    show
+        Show the figure; defaults to ``scanpy.settings.autoshow``.
+    return_fig
+        Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, nothing when shown, else the axes.
+
+    Examples
+    --------
+    >>> sr.tl.differential_abundance(adata, "condition", reference="control", groupby="leiden")
+    >>> sr.pl.ratio_distributions(adata, "scratio_da")
+    """
+    if kind not in ("violin", "strip"):
+        raise ValueError(f"`kind` must be 'violin' or 'strip', got {kind!r}.")
+    values = get_ratio(adata, key)
+    if groupby is None:
+        params = find_params(adata, key)
+        groupby = params.get("groupby") or params.get("condition_key")
+        if groupby is None:
+            raise ValueError(f"No `groupby` recorded for {key!r}; pass `groupby`, a column of `adata.obs`.")
+    groups = pd.Series(values).groupby(get_categorical(adata, groupby), observed=True)
+    by_group = {str(name): group.dropna().to_numpy() for name, group in groups}
+    by_group = {name: group for name, group in by_group.items() if group.size}
+    if order is None:
+        order = sorted(by_group, key=lambda name: -np.median(by_group[name]))
+    else:
+        order = [str(name) for name in order]
+        unknown = [name for name in order if name not in by_group]
+        if unknown:
+            raise ValueError(f"Groups {unknown} of `order` have no scored cells in `adata.obs[{groupby!r}]`.")
+    data = [by_group[name] for name in order]
+    positions = np.arange(len(order))
+
+    ax = new_axes(ax, (max(3.0, 0.5 * len(order) + 1.5), 4))
+    if kind == "violin":
+        # A kernel density needs spread; groups whose cells share one value show only the median.
+        spread = [i for i, group in enumerate(data) if np.ptp(group) > 0]
+        if spread:
+            ax.violinplot([data[i] for i in spread], positions=positions[spread], showextrema=False)
+    else:
+        rng = np.random.default_rng(0)
+        for position, group in zip(positions, data, strict=True):
+            jitter = rng.uniform(-0.3, 0.3, group.size)
+            ax.scatter(position + jitter, group, s=4, alpha=0.5, linewidths=0, rasterized=True)
+    ax.scatter(positions, [np.median(group) for group in data], marker="_", s=300, color="k", zorder=3)
+    ax.axhline(0, color="0.4", linewidth=0.8, linestyle="--", zorder=0)
+    ax.set_xticks(positions, order, rotation=90 if len(order) > 6 else 0)
+    ax.set_xlabel(groupby)
+    ax.set_ylabel(key)
+    return finish(ax, show, return_fig)

@@ -1,0 +1,233 @@
+"""Summaries of the batch-effect, combination and donor-response tools."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from scratio._validation import get_categorical
+from scratio.pl._utils import finish, get_ratio, get_result, heatmap, new_axes, symmetric_limit
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+
+def batch_effect(
+    adata: AnnData,
+    keys: Sequence[str],
+    *,
+    labels: Sequence[str] | None = None,
+    groupby: str | None = None,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """Compare batch-effect scores, e.g. before and after batch correction, per cell label.
+
+    For each result of :func:`scratio.tl.batch_effect_score`, draws one bar per group with the
+    mean ``|log r|`` of its cells, bars of the same group side by side. Lower is better: a
+    ratio near one means the batch tells nothing about a cell beyond its label. The legend
+    gives each result's overall score.
+
+    Parameters
+    ----------
+    adata
+        Annotated data scored by :func:`scratio.tl.batch_effect_score` under several ``key_added``.
+    keys
+        The ``key_added`` of each call, e.g. ``["batch_pca", "batch_scvi"]``.
+    labels
+        Names of the results in the legend; defaults to ``keys``.
+    groupby
+        Categorical column of ``adata.obs`` to group cells by; defaults to the ``label_key`` of
+        the calls.
+    ax
+        Axes to draw into; a new figure by default.
+    show
+        Show the figure; defaults to ``scanpy.settings.autoshow``.
+    return_fig
+        Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, nothing when shown, else the axes.
+
+    Examples
+    --------
+    >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_pca", key_added="before")
+    >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_scVI", key_added="after")
+    >>> sr.pl.batch_effect(adata, ["before", "after"], labels=["PCA", "scVI"])
+    """
+    keys = [keys] if isinstance(keys, str) else list(keys)
+    labels = keys if labels is None else list(labels)
+    if len(labels) != len(keys):
+        raise ValueError(f"`labels` must name each of the {len(keys)} keys, got {len(labels)} labels.")
+    results = [get_result(adata, key, "batch_effect_score") for key in keys]
+    if groupby is None:
+        label_keys = {result["params"]["label_key"] for result in results}
+        if len(label_keys) > 1:
+            raise ValueError(f"The results use different label keys {sorted(label_keys)}; pass `groupby`.")
+        (groupby,) = label_keys
+    groups = get_categorical(adata, groupby)
+    table = pd.DataFrame(
+        {key: pd.Series(np.abs(get_ratio(adata, key))).groupby(groups, observed=True).mean() for key in keys}
+    )
+
+    ax = new_axes(ax, (max(4.0, 0.4 * len(keys) * len(table) + 1.5), 4))
+    width = 0.8 / len(keys)
+    positions = np.arange(len(table))
+    for i, (key, label, result) in enumerate(zip(keys, labels, results, strict=True)):
+        offset = (i - (len(keys) - 1) / 2) * width
+        ax.bar(positions + offset, table[key], width, label=f"{label} (score {result['score']:.3g})")
+    ax.set_xticks(positions, [str(name) for name in table.index], rotation=90 if len(table) > 6 else 0)
+    ax.set_xlabel(groupby)
+    ax.set_ylabel("mean |log r|")
+    ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    return finish(ax, show, return_fig)
+
+
+def combination_effect(
+    adata: AnnData,
+    key: str = "scratio_combination",
+    *,
+    kind: Literal["bar", "heatmap"] = "bar",
+    n_top: int | None = None,
+    cmap: str = "viridis",
+    annotate: bool = True,
+    fmt: str = ".2f",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """How much the second condition shifts cells, per combination, from :func:`scratio.tl.combination_effect`.
+
+    Parameters
+    ----------
+    adata
+        Annotated data scored by :func:`scratio.tl.combination_effect`.
+    key
+        The ``key_added`` of that call.
+    kind
+        ``"bar"``: one bar per (first, second) pair with its mean ``|log r|``, largest on top;
+        ``"heatmap"``: the first x second table of mean ``|log r|``.
+    n_top
+        Number of pairs to show with ``kind="bar"``; all by default.
+    cmap
+        Colormap of the heatmap.
+    annotate
+        Write the values into the heatmap.
+    fmt
+        Format of those values.
+    ax
+        Axes to draw into; a new figure by default.
+    show
+        Show the figure; defaults to ``scanpy.settings.autoshow``.
+    return_fig
+        Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, nothing when shown, else the axes.
+
+    Examples
+    --------
+    >>> sr.tl.combination_effect(adata, "drug1", "drug2", control="control")
+    >>> sr.pl.combination_effect(adata, kind="heatmap")
+    """
+    if kind not in ("bar", "heatmap"):
+        raise ValueError(f"`kind` must be 'bar' or 'heatmap', got {kind!r}.")
+    result = get_result(adata, key, "combination_effect")
+    summary = result["summary"].sort_values("mean_abs", ascending=False)
+    params = result["params"]
+    if kind == "bar":
+        ranked = summary if n_top is None else summary.head(n_top)
+        ax = new_axes(ax, (5, 0.3 * len(ranked) + 1.2))
+        names = [
+            f"{first} + {second}" for first, second in zip(ranked["first"], ranked["second"], strict=True)
+        ]
+        positions = np.arange(len(ranked))
+        ax.barh(positions, ranked["mean_abs"], color="tab:blue")
+        ax.set_yticks(positions, names)
+        ax.invert_yaxis()  # largest effect at the top
+        ax.set_xlabel("mean |log r|")
+        ax.set_ylabel(f"{params['first_key']} + {params['second_key']}")
+    else:
+        table = summary.pivot(index="first", columns="second", values="mean_abs")
+        table.index.name, table.columns.name = params["first_key"], params["second_key"]
+        ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+        heatmap(
+            ax,
+            table,
+            cmap=cmap,
+            vmin=0.0,
+            vmax=float(np.nanmax(table.to_numpy(dtype=np.float64))),
+            colorbar_label="mean |log r|",
+            annotate=annotate,
+            fmt=fmt,
+        )
+    ax.set_title(key)
+    return finish(ax, show, return_fig)
+
+
+def donor_response(
+    adata: AnnData,
+    key: str = "scratio_donor",
+    *,
+    vmax: float | None = None,
+    cmap: str = "RdBu_r",
+    annotate: bool = True,
+    fmt: str = ".2f",
+    ax: Axes | None = None,
+    show: bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure | None:
+    """Donor x treatment heatmap of the mean log-ratio from :func:`scratio.tl.donor_response`.
+
+    The colour scale is diverging and symmetric about 0: red cells are donors whose treated
+    cells move towards states typical of treatment, relative to their own controls.
+
+    Parameters
+    ----------
+    adata
+        Annotated data scored by :func:`scratio.tl.donor_response`.
+    key
+        The ``key_added`` of that call.
+    vmax
+        Colour limit, the scale spans ``[-vmax, vmax]``; defaults to the largest ``|mean log r|``.
+    cmap
+        Diverging colormap.
+    annotate
+        Write the values into the cells.
+    fmt
+        Format of those values.
+    ax
+        Axes to draw into; a new figure by default.
+    show
+        Show the figure; defaults to ``scanpy.settings.autoshow``.
+    return_fig
+        Return the figure.
+
+    Returns
+    -------
+    The figure with ``return_fig=True``, nothing when shown, else the axes.
+
+    Examples
+    --------
+    >>> sr.tl.donor_response(adata, "donor", "treatment", control="control")
+    >>> sr.pl.donor_response(adata)
+    """
+    result = get_result(adata, key, "donor_response")
+    table = result["summary"].copy()
+    table.index.name = result["params"]["donor_key"]
+    table.columns.name = result["params"]["treatment_key"]
+    limit = symmetric_limit(table.to_numpy(dtype=np.float64).ravel(), vmax, 100)
+    ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+    heatmap(
+        ax, table, cmap=cmap, vmin=-limit, vmax=limit, colorbar_label="mean log r", annotate=annotate, fmt=fmt
+    )
+    ax.set_title(key)
+    return finish(ax, show, return_fig)
