@@ -11,6 +11,7 @@ and Lightning documentation (needs internet access).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +30,6 @@ def _version() -> str:
     """``scratio.__version__``, or pyproject's version when the tree is not installed."""
     version = scratio.__version__
     if version.endswith("+unknown"):
-        import re
-
         pyproject = (ROOT / "pyproject.toml").read_text()
         version = re.search(r'^version = "(.+)"', pyproject, flags=re.MULTILINE).group(1)
     return version
@@ -133,12 +132,37 @@ BENCHMARKS_README = ROOT / "benchmarks" / "README.md"
 TUTORIALS = ROOT / "tutorials"
 
 
+REPOSITORY = "https://github.com/scverse/scratio/blob/main"
+_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\((?![a-z]+:|#)([^)\s]+)\)")
+_IMAGE = re.compile(r"!\[([^\]]*)\]\((?![a-z]+:)([^)\s]+)\)")
+
+
+def _inline_readme(path: Path) -> str:
+    """A README's Markdown for inclusion one heading level down.
+
+    Links to files next to the README (scripts, result tables) point at the repository, as
+    Sphinx cannot resolve them; images are taken from the source tree.
+    """
+    folder = path.parent.relative_to(ROOT).as_posix()
+    lines, fenced = [], False
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced:
+            if line.startswith("#"):
+                line = "#" + line
+            line = _IMAGE.sub(rf"![\1](../{folder}/\2)", line)
+            line = _LINK.sub(rf"[\1]({REPOSITORY}/{folder}/\2)", line)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 def _benchmarks_page(app, docname: str, source: list[str]) -> None:
     """Include ``benchmarks/README.md`` on the benchmarks page when it exists."""
     if docname != "benchmarks":
         return
     if BENCHMARKS_README.exists():
-        block = "```{include} ../benchmarks/README.md\n:heading-offset: 1\n:relative-docs: ../\n:relative-images:\n```\n"
+        block = _inline_readme(BENCHMARKS_README)
     else:
         block = "The benchmark scripts and their results will be described here.\n"
     source[0] = source[0].replace("<!-- benchmarks-readme -->", block)
