@@ -126,7 +126,8 @@ def check_inputs(
             unknown = [c for c in required.get(key, ()) if c not in known]
             if unknown:
                 raise ValueError(
-                    f"Category {unknown[0]!r} of {key!r} is unknown to `model`. Categories: {known}."
+                    f"Category {unknown[0]!r} of {key!r} is unknown to `model`. Categories: {known}. "
+                    "Pass one of these, or `model=None` to train a new model."
                 )
             categories[key] = list(known)
         else:
