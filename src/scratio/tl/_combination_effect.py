@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from anndata import AnnData
 
 from scratio.model import RatioFlow
@@ -83,15 +82,8 @@ def combination_effect(
         min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs, model_kwargs=model_kwargs,
     )  # fmt: skip
     options = _common.scoring(solver, solver_steps, divergence, random_state)
+    scores = _common.score_against_control(model, adata, first_key, second_key, control, options)
     first, second = _common.labels(adata, first_key), _common.labels(adata, second_key)
-    treated = second != control
-    scores = np.full(adata.n_obs, np.nan, dtype=np.float32)
-    if treated.any():
-        x = _common.get_representation(adata, use_rep)[treated]
-        scores[treated] = model.log_ratio(
-            x, numerator={first_key: first[treated], second_key: second[treated]},
-            denominator={first_key: first[treated], second_key: control}, **options,
-        )  # fmt: skip
     summary = _common.summarise(scores, {"first": first, "second": second})
     summary = summary.sort_values("mean_abs", ascending=False, ignore_index=True)
     params = {"first_key": first_key, "second_key": second_key, "control": control, "categories": categories}

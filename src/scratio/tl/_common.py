@@ -202,6 +202,32 @@ def scoring(solver: str, solver_steps: int, divergence: str, random_state: int) 
     return {"solver": solver, "n_steps": solver_steps, "divergence": divergence, "random_state": random_state}
 
 
+def score_against_control(
+    model: RatioFlow,
+    adata: AnnData,
+    group_key: str,
+    condition_key: str,
+    control: str,
+    options: Mapping[str, Any],
+) -> np.ndarray:
+    """``log p(x | group, condition) - log p(x | group, control)`` at each cell's own group and condition.
+
+    Used by the combination (group: first drug) and donor (group: donor) tools. Cells of
+    ``control`` get NaN; only the others are integrated.
+    """
+    group, condition = labels(adata, group_key), labels(adata, condition_key)
+    treated = condition != control
+    scores = np.full(adata.n_obs, np.nan, dtype=np.float32)
+    if treated.any():
+        scores[treated] = model.log_ratio(
+            get_representation(adata, model.use_rep)[treated],
+            numerator={group_key: group[treated], condition_key: condition[treated]},
+            denominator={group_key: group[treated], condition_key: control},
+            **options,
+        )
+    return scores
+
+
 def logsumexp_groups(values: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> pd.DataFrame:
     """Per group, ``log mean_k exp(values[k])`` over its columns: an equal-weight mixture density."""
     out = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from anndata import AnnData
 
 from scratio.model import RatioFlow
@@ -83,15 +82,8 @@ def donor_response(
         min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs, model_kwargs=model_kwargs,
     )  # fmt: skip
     options = _common.scoring(solver, solver_steps, divergence, random_state)
+    scores = _common.score_against_control(model, adata, donor_key, treatment_key, control, options)
     donor, treatment = _common.labels(adata, donor_key), _common.labels(adata, treatment_key)
-    treated = treatment != control
-    scores = np.full(adata.n_obs, np.nan, dtype=np.float32)
-    if treated.any():
-        x = _common.get_representation(adata, use_rep)[treated]
-        scores[treated] = model.log_ratio(
-            x, numerator={donor_key: donor[treated], treatment_key: treatment[treated]},
-            denominator={donor_key: donor[treated], treatment_key: control}, **options,
-        )  # fmt: skip
     long = _common.summarise(scores, {"donor": donor, "treatment": treatment}, ("mean",))
     donors = [d for d in categories[donor_key] if d in set(donor)]
     treatments = [t for t in categories[treatment_key] if t != control and t in set(treatment)]
