@@ -52,7 +52,8 @@ def get_categorical(adata: AnnData, key: str) -> pd.Categorical:
     """``adata.obs[key]`` as a categorical without missing values; strings and numbers are accepted."""
     if key not in adata.obs.columns:
         raise KeyError(
-            f"Key {key!r} not found in `adata.obs`. Available columns: {', '.join(map(repr, adata.obs.columns))}."
+            f"Key {key!r} not found in `adata.obs`. Available columns: {', '.join(map(repr, adata.obs.columns))}. "
+            "Pass one of them or add the annotation to `adata.obs` first."
         )
     column = adata.obs[key]
     values = (
@@ -75,11 +76,12 @@ def check_categories(
     for category in required:
         if str(category) not in categories:
             raise ValueError(
-                f"Category {category!r} not found in `adata.obs[{key!r}]`. Categories: {categories}."
+                f"Category {category!r} not found in `adata.obs[{key!r}]`. Categories: {categories}. Pass one of these."
             )
     if len(categories) < 2:
         raise ValueError(
-            f"`adata.obs[{key!r}]` has a single category ({categories}); a ratio needs at least two conditions."
+            f"`adata.obs[{key!r}]` has a single category ({categories}); a ratio needs at least two conditions. "
+            "Pass a column with two or more categories, or keep cells of several conditions."
         )
     counts = pd.Series(values).value_counts()
     small = {str(c): int(n) for c, n in counts.items() if n < min_cells}

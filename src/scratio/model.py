@@ -595,6 +595,62 @@ class RatioFlow:
             model.attach(adata)
         return model
 
+    @property
+    def record(self) -> dict[str, Any]:
+        """What reproduces this model, for ``adata.uns[...]["params"]`` (HDF5-writable, no history).
+
+        Keys: ``use_rep``, ``condition_keys``, ``schedule`` (the path's parameters), ``network``,
+        ``random_state`` and the training options (``n_steps``, ``batch_size``, ``final_loss``, ...).
+        """
+        training = {k: v for k, v in self.training_record.items() if k != "loss_history" and v is not None}
+        return {
+            "use_rep": self.use_rep,
+            "condition_keys": self.condition_keys,
+            "schedule": self.path.to_dict(),
+            "network": dict(self.network_kwargs),
+            "random_state": self.random_state,
+            **training,
+        }
+
+    def check_compatible(self, adata: AnnData, keys: Sequence[str], *, use_rep: str | None = None) -> None:
+        """Raise a :class:`ValueError` unless this trained model can score ``adata`` on ``keys``.
+
+        The model must be trained, on ``use_rep`` (when given) with the same dimension, with
+        every key in ``keys`` registered, and must know every category ``adata.obs[key]`` holds.
+        Registered keys not in ``keys`` are left null (marginalised) when scoring.
+
+        Parameters
+        ----------
+        adata
+            The data to score.
+        keys
+            Condition keys the caller conditions on.
+        use_rep
+            The representation the caller asks for.
+        """
+        if not self.is_trained:
+            raise ValueError("`model` is not trained; call `model.train()` first or pass `model=None`.")
+        if use_rep is not None and use_rep != self.use_rep:
+            raise ValueError(
+                f"`model` was trained on use_rep={self.use_rep!r}, not {use_rep!r}. "
+                f"Pass use_rep={self.use_rep!r} or `model=None` to train a new one."
+            )
+        missing = [k for k in keys if k not in self.categories]
+        if missing:
+            raise ValueError(
+                f"`model` was trained on condition keys {self.condition_keys}, not on {missing}. "
+                "Pass `model=None` to train a new one, or a model trained on these keys."
+            )
+        self._representation(adata)
+        for key in keys:
+            known = self.categories[key]
+            unknown = sorted(set(map(str, get_categorical(adata, key).categories)) - set(known))
+            if unknown:
+                raise ValueError(
+                    f"`adata.obs[{key!r}]` has categories {unknown} the model was not trained on "
+                    f"(it knows {known}). Subset the AnnData to known categories or pass `model=None`."
+                )
+
     def attach(self, adata: AnnData) -> None:
         """Use ``adata`` as the default data, after checking it against the registration."""
         self._representation(adata)

@@ -1,0 +1,447 @@
+"""Tests of ``scratio.tl``: the four tools against simulated truths, outputs and bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import scratio as sr
+from scratio.model import RatioFlow
+
+torch.set_num_threads(1)
+sr.settings.verbosity = 0
+
+# Tiny training: every tool call below trains in a few seconds on one CPU core.
+FAST = {"n_steps": 300, "batch_size": 256, "width": 64}
+
+
+def da_data(n_cells=1200, *, n_dims=4, p_target=(0.5, 0.8, 0.2), random_state=0) -> ad.AnnData:
+    """Three clusters; the share of "treated" cells is 0.5, 0.8 and 0.2 in clusters 0, 1, 2."""
+    rng = np.random.default_rng(random_state)
+    centers = np.array([[0.0] * n_dims, [6.0] + [0.0] * (n_dims - 1), [0.0, 6.0] + [0.0] * (n_dims - 2)])
+    cluster = rng.integers(3, size=n_cells)
+    x = centers[cluster] + rng.normal(size=(n_cells, n_dims))
+    treated = rng.random(n_cells) < np.asarray(p_target)[cluster]
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(np.where(treated, "treated", "control")),
+            "cluster": pd.Categorical([f"c{k}" for k in cluster]),
+        },
+        index=[f"cell_{i}" for i in range(n_cells)],
+    )
+    return ad.AnnData(obs=obs, obsm={"X_pca": x.astype(np.float32)})
+
+
+@pytest.fixture(scope="module")
+def da_result():
+    adata = da_data()
+    sr.tl.differential_abundance(adata, "condition", "control", "treated", groupby="cluster", **FAST)
+    return adata
+
+
+def snapshot(adata):
+    return (
+        adata.obs.copy(),
+        {k: np.array(v, copy=True) for k, v in adata.obsm.items()},
+        dict(adata.uns),
+        adata.is_view,
+    )
+
+
+def assert_unchanged(adata, before):
+    obs, obsm, uns, is_view = before
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    assert set(adata.obsm) == set(obsm)
+    for key, value in obsm.items():
+        np.testing.assert_array_equal(np.asarray(adata.obsm[key]), value)
+    assert set(adata.uns) == set(uns)
+    assert adata.is_view == is_view
+
+
+def roundtrip(adata, key, path):
+    """Write to .h5ad, read back, and check the tool's obs column and uns tables survive."""
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    for column in adata.uns[key]["params"]["columns"]:
+        np.testing.assert_array_equal(back.obs[column], adata.obs[column])
+    for name, table in adata.uns[key].items():
+        if isinstance(table, pd.DataFrame):
+            pd.testing.assert_frame_equal(
+                back.uns[key][name], table, check_dtype=False, check_index_type=False
+            )
+    assert back.uns[key]["params"]["tool"] == adata.uns[key]["params"]["tool"]
+    return back
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any model is trained: errors must come before training."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training started before the input was rejected")
+
+    monkeypatch.setattr(RatioFlow, "train", fail)
+
+
+# ---------------------------------------------------------------- differential abundance
+def test_da_sign_and_ranking(da_result):
+    adata = da_result
+    scores = adata.obs["scratio_da"]
+    assert scores.dtype == np.float32
+    assert np.isfinite(scores).all()
+    by_cluster = scores.groupby(adata.obs["cluster"], observed=True).mean()
+    # enriched in treated -> positive, depleted -> negative
+    assert by_cluster["c1"] > 0.4
+    assert by_cluster["c2"] < -0.4
+    # true log-odds: 0, log 4, -log 4: the DA clusters rank above the null cluster
+    assert abs(by_cluster["c0"]) < min(abs(by_cluster["c1"]), abs(by_cluster["c2"])) / 2
+
+
+def test_da_outputs(da_result, tmp_path):
+    uns = da_result.uns["scratio_da"]
+    params = uns["params"]
+    assert params["tool"] == "differential_abundance"
+    assert params["columns"] == ["scratio_da"]
+    assert params["condition_key"] == "condition"
+    assert params["reference"] == "control"
+    assert params["targets"] == ["treated"]
+    assert params["groupby"] == "cluster"
+    assert params["sample_key"] is None
+    assert params["use_rep"] == "X_pca"
+    assert params["random_state"] == 0
+    assert params["n_steps"] == FAST["n_steps"]
+    assert params["batch_size"] == FAST["batch_size"]
+    assert params["solver"] == "rk4"
+    assert params["schedule"]["schedule"] == "noise_at_data"
+    assert np.isfinite(params["final_loss"])
+    assert params["scratio_version"] == sr.__version__
+    summary = uns["summary"]
+    assert list(summary.index) == ["treated"]
+    assert summary.loc["treated", "n_cells"] == da_result.n_obs
+    assert summary.loc["treated", "mean_treated"] > summary.loc["treated", "mean_control"]
+    groups = uns["groupby_summary"]
+    assert list(groups.columns) == ["cluster", "target", "n_cells", "mean", "median", "mean_abs"]
+    assert groups["n_cells"].sum() == da_result.n_obs
+    back = roundtrip(da_result, "scratio_da", tmp_path / "da.h5ad")
+    assert back.uns["scratio_da"]["params"]["groupby"] == "cluster"
+
+
+def test_da_imbalance_without_difference_is_centred():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1500, 4)).astype(np.float32)
+    condition = np.array(["a"] * 300 + ["b"] * 1200)  # 1:4, same distribution
+    adata = ad.AnnData(obs=pd.DataFrame({"condition": condition}, index=map(str, range(1500))))
+    adata.obsm["X_pca"] = x
+    sr.tl.differential_abundance(adata, "condition", "a", "b", **FAST)
+    scores = adata.obs["scratio_da"].to_numpy()
+    assert abs(scores.mean()) < 0.1, scores.mean()
+    assert abs(np.median(scores)) < 0.1
+    for c in ("a", "b"):
+        assert abs(scores[condition == c].mean()) < 0.15
+
+
+def test_da_several_targets_and_samples():
+    adata = da_data(1200, random_state=2)
+    # a third condition: a copy of the control distribution in cluster 0 only
+    rng = np.random.default_rng(0)
+    cond = adata.obs["condition"].astype(str).to_numpy().copy()
+    in_c0 = (adata.obs["cluster"] == "c0").to_numpy()
+    cond[in_c0 & (rng.random(adata.n_obs) < 0.5)] = "third"
+    adata.obs["condition"] = pd.Categorical(cond)
+    out = sr.tl.differential_abundance(adata, "condition", "control", copy=True, **FAST)
+    assert out.uns["scratio_da"]["params"]["targets"] == ["third", "treated"]
+    assert out.uns["scratio_da"]["params"]["columns"] == ["scratio_da_third", "scratio_da_treated"]
+    assert list(out.uns["scratio_da"]["summary"].index) == ["third", "treated"]
+    third = out.obs["scratio_da_third"].groupby(out.obs["cluster"], observed=True).mean()
+    assert third["c0"] > third["c1"] and third["c0"] > third["c2"]
+
+    # replicated design: two samples per condition, the model is trained on samples
+    sample = np.where(rng.random(adata.n_obs) < 0.5, "s1", "s2")
+    adata.obs["sample"] = [f"{c}_{s}" for c, s in zip(cond, sample, strict=True)]
+    sr.tl.differential_abundance(
+        adata, "condition", "control", "treated", sample_key="sample", key_added="rep", min_cells=5, **FAST
+    )
+    params = adata.uns["rep"]["params"]
+    assert params["sample_key"] == "sample"
+    assert params["model_condition_keys"] == ["sample"]
+    assert sorted(params["samples"]["treated"]) == ["treated_s1", "treated_s2"]
+    by_cluster = adata.obs["rep"].groupby(adata.obs["cluster"], observed=True).mean()
+    assert by_cluster["c1"] > 0 > by_cluster["c2"]
+
+
+def test_da_sample_spanning_conditions_is_rejected(no_training):
+    adata = da_data(300)
+    adata.obs["sample"] = np.where(np.arange(300) % 2, "s1", "s2")  # both conditions in each sample
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=r"'s1'.*sample.*one condition|one condition.*'s1'"):
+        sr.tl.differential_abundance(adata, "condition", "control", sample_key="sample")
+    assert_unchanged(adata, before)
+
+
+def test_reproducible_and_copy():
+    adata = da_data(400, random_state=3)
+    before = snapshot(adata)
+    settings = {"n_steps": 60, "batch_size": 128, "width": 32}
+    first = sr.tl.differential_abundance(adata, "condition", "control", copy=True, random_state=7, **settings)
+    second = sr.tl.differential_abundance(
+        adata, "condition", "control", copy=True, random_state=7, **settings
+    )
+    assert first is not adata and second is not adata
+    assert_unchanged(adata, before)  # copy=True leaves the input untouched
+    np.testing.assert_array_equal(first.obs["scratio_da"], second.obs["scratio_da"])
+    assert first.uns["scratio_da"]["params"]["random_state"] == 7
+    other = sr.tl.differential_abundance(adata, "condition", "control", copy=True, random_state=8, **settings)
+    assert not np.array_equal(first.obs["scratio_da"], other.obs["scratio_da"])
+
+
+def test_model_reuse():
+    adata = da_data(600, random_state=4)
+    model = RatioFlow(adata, "X_pca", ["condition"], width=64).train(200, batch_size=256)
+    assert sr.tl.differential_abundance(adata, "condition", "control", model=model) is None
+    direct = model.log_ratio(
+        adata, {"condition": "treated"}, {"condition": "control"}, method="s2", n_steps=3
+    )
+    # one trajectory (S2, base null) gives the same ratio as the direct S2 estimate
+    np.testing.assert_allclose(adata.obs["scratio_da"], direct, atol=1e-3)
+    assert adata.uns["scratio_da"]["params"]["n_steps"] == 200
+
+
+# ---------------------------------------------------------------- the other three tools
+def test_batch_effect_larger_before_correction(tmp_path):
+    adata = sr.datasets.batch_effect_design(1200, n_dims=5, n_cell_types=2, n_batches=2, random_state=0)
+    sr.tl.batch_effect_score(adata, "batch", "cell_type", **FAST)
+    sr.tl.batch_effect_score(
+        adata, "batch", "cell_type", use_rep="X_corrected", key_added="corrected", **FAST
+    )
+    raw, corrected = adata.uns["scratio_batch"]["score"], adata.uns["corrected"]["score"]
+    assert raw >= 3 * corrected, (raw, corrected)
+    scores = adata.obs["scratio_batch"]
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    affected = adata.obs["batch_affected"].to_numpy()
+    assert np.abs(scores[affected]).mean() > 3 * np.abs(scores[~affected]).mean()
+    summary = adata.uns["scratio_batch"]["summary"]
+    assert list(summary.columns) == ["cell_type", "batch", "n_cells", "mean", "mean_abs"]
+    params = adata.uns["scratio_batch"]["params"]
+    assert (params["tool"], params["batch_key"], params["label_key"]) == (
+        "batch_effect_score",
+        "batch",
+        "cell_type",
+    )
+    assert adata.uns["corrected"]["params"]["use_rep"] == "X_corrected"
+    roundtrip(adata, "scratio_batch", tmp_path / "out.h5ad")
+
+
+def test_combination_effect_ranks_effective_drugs(tmp_path):
+    adata = sr.datasets.combination_design(1200, n_dims=5, random_state=0)
+    sr.tl.combination_effect(adata, "drug1", "drug2", **FAST)
+    scores = adata.obs["scratio_combination"]
+    control = (adata.obs["drug2"] == "control").to_numpy()
+    assert scores[control].isna().all()
+    assert scores.dtype == np.float32 and np.isfinite(scores[~control]).all()
+    summary = adata.uns["scratio_combination"]["summary"]
+    assert list(summary.columns) == ["first", "second", "n_cells", "mean", "mean_abs"]
+    assert summary["mean_abs"].is_monotonic_decreasing
+    truth = adata.uns["simulation"]["truth"]
+    merged = summary.merge(truth, on=["first", "second"])
+    assert len(merged) == len(truth)
+    assert merged.loc[merged["effect"], "mean_abs"].min() > merged.loc[~merged["effect"], "mean_abs"].max()
+    params = adata.uns["scratio_combination"]["params"]
+    assert (params["tool"], params["first_key"], params["second_key"], params["control"]) == (
+        "combination_effect",
+        "drug1",
+        "drug2",
+        "control",
+    )
+    roundtrip(adata, "scratio_combination", tmp_path / "out.h5ad")
+
+
+def test_donor_response_ranks_responders(tmp_path):
+    adata = sr.datasets.donor_design(1200, n_dims=5, n_donors=4, n_responders=2, random_state=0)
+    sr.tl.donor_response(adata, "donor", "treatment", **FAST)
+    scores = adata.obs["scratio_donor"]
+    control = (adata.obs["treatment"] == "control").to_numpy()
+    assert scores[control].isna().all()
+    assert scores.dtype == np.float32 and np.isfinite(scores[~control]).all()
+    summary = adata.uns["scratio_donor"]["summary"]
+    assert list(summary.columns) == ["stim"]
+    assert list(summary.index) == [f"donor_{k}" for k in range(4)]
+    responders = adata.uns["simulation"]["responders"]
+    is_responder = summary.index.isin(responders)
+    assert summary.loc[is_responder, "stim"].min() > summary.loc[~is_responder, "stim"].max() + 0.5
+    assert adata.uns["scratio_donor"]["params"]["tool"] == "donor_response"
+    roundtrip(adata, "scratio_donor", tmp_path / "out.h5ad")
+
+
+# ---------------------------------------------------------------- input handling
+def test_view_is_written_without_warning():
+    adata = da_data(500, random_state=5)
+    view = adata[adata.obs["cluster"] != "c2"]
+    assert view.is_view
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ad.ImplicitModificationWarning)
+        sr.tl.differential_abundance(view, "condition", "control", n_steps=50, batch_size=128, width=32)
+    assert not view.is_view
+    assert "scratio_da" in view.obs and "scratio_da" in view.uns
+    assert "scratio_da" not in adata.obs  # the parent is untouched
+
+
+def test_view_rejected_input_stays_a_view(no_training):
+    adata = da_data(300)
+    view = adata[:200]
+    with pytest.raises(ValueError, match=r"'ctrl'"):
+        sr.tl.differential_abundance(view, "condition", "ctrl")
+    assert view.is_view
+
+
+def test_missing_control_cells_warn_before_training(no_training):
+    adata = sr.datasets.combination_design(400, n_dims=3)
+    keep = ~((adata.obs["drug1"] == "B") & (adata.obs["drug2"] == "control")).to_numpy()
+    adata = adata[keep].copy()
+    with pytest.warns(UserWarning, match=r"\['B'\].*'drug1'.*no 'control' cells"):
+        with pytest.raises(AssertionError, match="training started"):
+            sr.tl.combination_effect(adata, "drug1", "drug2")
+
+
+@pytest.mark.parametrize("kind", ["string", "numeric", "bool"])
+def test_non_categorical_conditions_are_accepted(kind):
+    adata = da_data(300, random_state=6)
+    treated = (adata.obs["condition"] == "treated").to_numpy()
+    values, reference = {
+        "string": (np.where(treated, "treated", "control").astype(object), "control"),
+        "numeric": (treated.astype(int), 0),
+        "bool": (treated, False),
+    }[kind]
+    adata.obs["condition"] = values
+    sr.tl.differential_abundance(adata, "condition", reference, n_steps=30, batch_size=128, width=32)
+    assert adata.obs["scratio_da"].dtype == np.float32
+    assert adata.uns["scratio_da"]["params"]["reference"] == str(reference)
+
+
+def _bad_nan(adata):
+    adata.obsm["X_pca"][3, 1] = np.nan
+
+
+def _bad_inf(adata):
+    adata.obsm["X_pca"][5, 0] = np.inf
+
+
+def _bad_constant(adata):
+    adata.obsm["X_pca"][:] = 1.0
+
+
+def _bad_one_category(adata):
+    adata.obs["condition"] = pd.Categorical(["control"] * adata.n_obs)
+
+
+def _bad_small_category(adata):
+    condition = np.array(["control"] * adata.n_obs, dtype=object)
+    condition[:4] = "treated"
+    adata.obs["condition"] = pd.Categorical(condition)
+
+
+def _bad_existing_column(adata):
+    adata.obs["scratio_da"] = "some text"
+
+
+BAD_DA = {
+    "missing obs key": (
+        None,
+        {"condition_key": "treatment"},
+        KeyError,
+        r"'treatment'.*Available columns.*Pass one of them",
+    ),
+    "missing obsm key": (
+        None,
+        {"use_rep": "X_scVI"},
+        KeyError,
+        r"'X_scVI'.*available: 'X_pca'.*pass another `use_rep`",
+    ),
+    "unknown reference": (
+        None,
+        {"reference": "ctrl"},
+        ValueError,
+        r"'ctrl'.*Categories: \['control', 'treated'\]\. Pass one of these",
+    ),
+    "unknown target": (None, {"target": "IFNg"}, ValueError, r"'IFNg'.*Categories.*Pass one of these"),
+    "target is reference": (None, {"target": "control"}, ValueError, r"differ from `reference`"),
+    "unknown groupby": (None, {"groupby": "celltype"}, KeyError, r"'celltype'"),
+    "NaN": (_bad_nan, {}, ValueError, r"'X_pca' has NaN or inf.*cell_3.*Remove"),
+    "inf": (_bad_inf, {}, ValueError, r"'X_pca' has NaN or inf.*cell_5.*Remove those cells"),
+    "constant": (_bad_constant, {}, ValueError, r"'X_pca' has zero variance.*Pass an embedding that varies"),
+    "one category": (
+        _bad_one_category,
+        {},
+        ValueError,
+        r"'condition'.*single category.*two or more categories",
+    ),
+    "small category": (
+        _bad_small_category,
+        {},
+        ValueError,
+        r"fewer than 10 cells: \{'treated': 4\}.*min_cells",
+    ),
+    "existing column": (_bad_existing_column, {}, ValueError, r"'scratio_da'.*already exists.*key_added"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DA))
+def test_bad_input_differential_abundance(case, no_training):
+    corrupt, kwargs, error, message = BAD_DA[case]
+    adata = da_data(120)
+    if corrupt is not None:
+        corrupt(adata)
+    args = {"condition_key": "condition", "reference": "control", **kwargs}
+    before = snapshot(adata)
+    with pytest.raises(error, match=message):
+        sr.tl.differential_abundance(adata, **args)
+    assert_unchanged(adata, before)
+
+
+def test_bad_input_other_tools(no_training):
+    adata = sr.datasets.donor_design(300, n_dims=3, n_donors=3)
+    adata.obs["constant"] = "x"
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=r"'ctrl'.*'treatment'.*Categories: \['control', 'stim'\]\. Pass"):
+        sr.tl.donor_response(adata, "donor", "treatment", control="ctrl")
+    with pytest.raises(ValueError, match=r"'none'.*Categories"):
+        sr.tl.combination_effect(adata, "donor", "treatment", control="none")
+    with pytest.raises(KeyError, match=r"'cell_type'"):
+        sr.tl.batch_effect_score(adata, "donor", "cell_type")
+    with pytest.raises(ValueError, match=r"'constant'.*single category"):
+        sr.tl.batch_effect_score(adata, "donor", "constant")
+    with pytest.raises(ValueError, match=r"different columns"):
+        sr.tl.batch_effect_score(adata, "donor", "donor")
+    with pytest.raises(ValueError, match=r"'responder'.*already exists.*key_added"):
+        sr.tl.donor_response(adata, "donor", "treatment", key_added="responder")
+    assert_unchanged(adata, before)
+
+
+def test_bad_model(no_training, monkeypatch):
+    adata = da_data(200, random_state=7)
+    model = RatioFlow(adata, "X_pca", ["condition"], width=16)
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=r"not trained.*model.train\(\)"):
+        sr.tl.differential_abundance(adata, "condition", "control", model=model)
+    model.training_record = {"n_steps": 1, "batch_size": 1, "final_loss": 0.0}  # pretend it was trained
+    with pytest.raises(ValueError, match=r"condition keys \['condition'\], not on \['cluster'\].*model=None"):
+        sr.tl.differential_abundance(adata, "cluster", "c0", model=model)
+    adata.obsm["X_other"] = adata.obsm["X_pca"].copy()
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=r"use_rep='X_pca', not 'X_other'"):
+        sr.tl.differential_abundance(adata, "condition", "control", model=model, use_rep="X_other")
+    other = adata.copy()
+    other.obs["condition"] = pd.Categorical(np.where(np.arange(200) % 3, "control", "IFNg"))
+    before_other = snapshot(other)
+    with pytest.raises(ValueError, match=r"categories \['IFNg'\] the model was not trained on.*model=None"):
+        sr.tl.differential_abundance(other, "condition", "control", model=model)
+    with pytest.raises(ValueError, match=r"'IFNg' of 'condition' is unknown to `model`.*model=None"):
+        sr.tl.differential_abundance(adata, "condition", "control", "IFNg", model=model)
+    with pytest.raises(ValueError, match=r"not on \[.cluster.\]"):
+        sr.tl.donor_response(adata, "condition", "cluster", model=model)
+    assert_unchanged(adata, before)
+    assert_unchanged(other, before_other)
