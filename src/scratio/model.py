@@ -253,6 +253,7 @@ class RatioFlow:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
+            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
             trainer.fit(module, loader)
         self.network = module.network.cpu().eval()
         history = module.loss_history.cpu().numpy()
@@ -293,7 +294,7 @@ class RatioFlow:
         method: Literal["s1", "s2", "naive"] = "s1",
         base: Condition | None = None,
         solver: str = "rk4",
-        n_steps: int = 5,
+        n_steps: int = 3,
         divergence: Literal["exact", "hutchinson"] = "exact",
         n_probes: int = 1,
         rtol: float = 1e-5,
@@ -351,7 +352,7 @@ class RatioFlow:
         condition: Condition | None = None,
         *,
         solver: str = "rk4",
-        n_steps: int = 5,
+        n_steps: int = 3,
         divergence: Literal["exact", "hutchinson"] = "exact",
         n_probes: int = 1,
         rtol: float = 1e-5,
@@ -382,7 +383,7 @@ class RatioFlow:
         given: Condition | None = None,
         categories: Sequence[str] | None = None,
         solver: str = "rk4",
-        n_steps: int = 5,
+        n_steps: int = 3,
         divergence: Literal["exact", "hutchinson"] = "exact",
         n_probes: int = 1,
         rtol: float = 1e-5,

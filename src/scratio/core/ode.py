@@ -53,7 +53,7 @@ class SolverOptions:
     """
 
     method: str = "rk4"
-    n_steps: int = 5
+    n_steps: int = 3
     rtol: float = 1e-5
     atol: float = 1e-5
     divergence: str = "exact"

@@ -1,0 +1,159 @@
+"""RatioFlow trained on shifted Gaussians: accuracy against the closed form, estimators, persistence."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import REFERENCE, SHIFTED, r_squared, trained_pair
+
+import scratio as sr
+
+
+@pytest.mark.parametrize("fixture", ["trained_2d", "trained_10d"])
+def test_s1_matches_closed_form(fixture, request):
+    adata, truth, model = request.getfixturevalue(fixture)
+    estimate = model.log_ratio(numerator=SHIFTED, denominator=REFERENCE)
+    assert estimate.dtype == np.float32 and estimate.shape == (adata.n_obs,)
+    assert np.isfinite(estimate).all()
+    assert r_squared(estimate, truth) >= 0.9
+
+
+def test_estimators_agree(trained_10d):
+    adata, truth, model = trained_10d
+    cells = adata[:500]
+    s1 = model.log_ratio(cells, SHIFTED, REFERENCE, method="s1")
+    s2 = model.log_ratio(cells, SHIFTED, REFERENCE, method="s2")
+    naive = model.log_ratio(cells, SHIFTED, REFERENCE, method="naive")
+    scale = truth[:500].std()
+    for other in (s2, naive):
+        assert np.sqrt(np.mean((s1 - other) ** 2)) < 0.25 * scale
+        assert np.corrcoef(s1, other)[0, 1] > 0.97
+
+
+def test_hutchinson_fast_mode_tracks_exact(trained_10d):
+    adata, truth, model = trained_10d
+    fast = model.log_ratio(adata[:1000], SHIFTED, REFERENCE, divergence="hutchinson", n_probes=2)
+    assert r_squared(fast, truth[:1000]) >= 0.85
+
+
+def test_many_condition_form_equals_pairwise_s2(trained_10d):
+    adata, _, model = trained_10d
+    cells = adata[:300]
+    log_likelihoods = model.category_log_likelihoods(cells, "condition")
+    assert sorted(log_likelihoods.columns) == ["reference", "shifted"]
+    assert list(log_likelihoods.index) == list(cells.obs_names)
+    from_one_trajectory = (log_likelihoods["shifted"] - log_likelihoods["reference"]).to_numpy()
+    pairwise = model.log_ratio(cells, SHIFTED, REFERENCE, method="s2")
+    np.testing.assert_allclose(from_one_trajectory, pairwise, atol=2e-3)
+
+
+def test_posterior_sums_to_one_and_follows_the_ratio(trained_10d):
+    adata, truth, model = trained_10d
+    posterior = model.condition_probabilities(adata[:300])
+    np.testing.assert_allclose(posterior.sum(axis=1), 1.0, atol=1e-6)
+    assert ((posterior >= 0) & (posterior <= 1)).all().all()
+    # Under a uniform prior the posterior log-odds is the log-ratio.
+    log_odds = np.log(posterior["shifted"] / posterior["reference"])
+    assert np.corrcoef(log_odds, truth[:300])[0, 1] > 0.9
+    tilted = model.condition_probabilities(adata[:300], prior={"shifted": 0.9, "reference": 0.1})
+    assert (tilted["shifted"] >= posterior["shifted"] - 1e-6).all()
+
+
+def test_log_likelihood_is_in_the_units_of_the_representation(trained_2d):
+    adata, _, model = trained_2d
+    x = adata.obsm["X_pca"][:400]
+    estimated = model.log_likelihood(x, SHIFTED)
+    mean = np.asarray(adata.uns["simulation"]["mean"])
+    exact = -0.5 * ((x - mean) ** 2).sum(1) - np.log(2 * np.pi)
+    assert np.median(np.abs(estimated - exact)) < 0.1
+    assert np.corrcoef(estimated, exact)[0, 1] > 0.98
+
+
+def test_samples_follow_their_condition(trained_2d):
+    adata, _, model = trained_2d
+    shifted = model.sample(3000, SHIFTED, random_state=1)
+    reference = model.sample(3000, REFERENCE, random_state=1)
+    mean = np.asarray(adata.uns["simulation"]["mean"])
+    np.testing.assert_allclose(shifted.mean(0), mean, atol=0.15)
+    np.testing.assert_allclose(reference.mean(0), 0.0, atol=0.15)
+    np.testing.assert_allclose(reference.std(0), 1.0, atol=0.15)
+    np.testing.assert_array_equal(shifted, model.sample(3000, SHIFTED, random_state=1))
+
+
+def test_per_cell_conditions_and_batch_independence(trained_2d):
+    adata, _, model = trained_2d
+    cells = adata[:200]
+    own = cells.obs["condition"].to_numpy()
+    other = np.where(own == "shifted", "reference", "shifted")
+    per_cell = model.log_ratio(cells, {"condition": own}, {"condition": other}, batch_size=64)
+    shifted = own == "shifted"
+    by_group = np.empty_like(per_cell)
+    by_group[shifted] = model.log_ratio(cells[shifted], SHIFTED, REFERENCE, batch_size=200)
+    by_group[~shifted] = model.log_ratio(cells[~shifted], REFERENCE, SHIFTED, batch_size=37)
+    np.testing.assert_allclose(per_cell, by_group, atol=1e-5)
+    assert (per_cell[shifted].mean() > 0) and (per_cell[~shifted].mean() > 0)  # each cell favours its own
+
+
+def test_same_seed_same_numbers():
+    runs = [trained_pair(600, 2, n_steps=60)[2].log_ratio(numerator=SHIFTED, denominator=REFERENCE) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    adata = sr.datasets.shifted_gaussians(600, 2)
+    other_seed = sr.RatioFlow(adata, condition_keys="condition", random_state=1, **{"width": 96}).train(60, batch_size=512)
+    assert not np.array_equal(runs[0], other_seed.log_ratio(numerator=SHIFTED, denominator=REFERENCE))
+
+
+def test_save_load_round_trip(trained_2d, tmp_path):
+    adata, _, model = trained_2d
+    model.save(tmp_path / "model")
+    loaded = sr.RatioFlow.load(tmp_path / "model", adata=adata)
+    np.testing.assert_array_equal(
+        model.log_ratio(adata[:200], SHIFTED, REFERENCE), loaded.log_ratio(adata[:200], SHIFTED, REFERENCE)
+    )
+    assert loaded.categories == model.categories and loaded.training_record == model.training_record
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.save(tmp_path / "model")
+    # The weights file holds tensors only: loading it never unpickles arbitrary objects.
+    import torch
+
+    state = torch.load(tmp_path / "model" / "weights.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_load_rejects_an_anndata_with_other_categories(trained_2d, tmp_path):
+    adata, _, model = trained_2d
+    model.save(tmp_path / "model")
+    renamed = adata[:100].copy()
+    renamed.obs["condition"] = pd.Categorical(np.where(renamed.obs["condition"] == "shifted", "IFNg", "control"))
+    with pytest.raises(ValueError, match=r"categories \['IFNg', 'control'\] the model was not trained on"):
+        sr.RatioFlow.load(tmp_path / "model", adata=renamed)
+    narrow = adata[:100].copy()
+    narrow.obsm["X_pca"] = narrow.obsm["X_pca"][:, :1]
+    with pytest.raises(ValueError, match="1 dimensions but the model was trained on 2"):
+        sr.RatioFlow.load(tmp_path / "model", adata=narrow)
+
+
+def test_encoding_errors_name_the_fix(trained_2d):
+    _, _, model = trained_2d
+    with pytest.raises(KeyError, match="'donor' is not registered; the model knows \\['condition'\\]"):
+        model.encode({"donor": "d1"}, 3)
+    with pytest.raises(ValueError, match="Unknown category 'IFNg' for key 'condition'"):
+        model.encode({"condition": "IFNg"}, 3)
+    with pytest.raises(ValueError, match="has 2 entries for 3 cells"):
+        model.encode({"condition": ["shifted", "reference"]}, 3)
+    with pytest.raises(ValueError, match="has 3 dimensions but the model was trained on 2"):
+        model.log_ratio(np.zeros((4, 3)), SHIFTED, REFERENCE)
+
+
+def test_registration_errors():
+    adata = sr.datasets.shifted_gaussians(100, 2)
+    with pytest.raises(KeyError, match="'X_scvi' not found in `adata.obsm`"):
+        sr.RatioFlow(adata, use_rep="X_scvi", condition_keys="condition")
+    adata.obsm["X_pca"][:] = 1.0
+    with pytest.raises(ValueError, match="zero variance"):
+        sr.RatioFlow(adata, condition_keys="condition")
+
+
+def test_repr_and_record(trained_2d):
+    _, _, model = trained_2d
+    assert "condition (2)" in repr(model) and "trained 600 steps" in repr(model)
+    assert model.training_record["final_loss"] > 0
+    assert len(model.training_record["loss_history"]) == 60
