@@ -1,6 +1,7 @@
 """Shared test data and checks."""
 
 import numpy as np
+
 import scratio as sr
 
 SHIFTED = {"condition": "shifted"}

@@ -94,10 +94,15 @@ def test_per_cell_conditions_and_batch_independence(trained_2d):
 
 
 def test_same_seed_same_numbers():
-    runs = [trained_pair(600, 2, n_steps=60)[2].log_ratio(numerator=SHIFTED, denominator=REFERENCE) for _ in range(2)]
+    runs = [
+        trained_pair(600, 2, n_steps=60)[2].log_ratio(numerator=SHIFTED, denominator=REFERENCE)
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(runs[0], runs[1])
     adata = sr.datasets.shifted_gaussians(600, 2)
-    other_seed = sr.RatioFlow(adata, condition_keys="condition", random_state=1, **{"width": 96}).train(60, batch_size=512)
+    other_seed = sr.RatioFlow(adata, condition_keys="condition", random_state=1, **{"width": 96}).train(
+        60, batch_size=512
+    )
     assert not np.array_equal(runs[0], other_seed.log_ratio(numerator=SHIFTED, denominator=REFERENCE))
 
 
@@ -122,7 +127,9 @@ def test_load_rejects_an_anndata_with_other_categories(trained_2d, tmp_path):
     adata, _, model = trained_2d
     model.save(tmp_path / "model")
     renamed = adata[:100].copy()
-    renamed.obs["condition"] = pd.Categorical(np.where(renamed.obs["condition"] == "shifted", "IFNg", "control"))
+    renamed.obs["condition"] = pd.Categorical(
+        np.where(renamed.obs["condition"] == "shifted", "IFNg", "control")
+    )
     with pytest.raises(ValueError, match=r"categories \['IFNg', 'control'\] the model was not trained on"):
         sr.RatioFlow.load(tmp_path / "model", adata=renamed)
     narrow = adata[:100].copy()

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def demo(out: Path, *, delta: float, n_steps: int, random_state: int) -> None:
+def demo(out: Path, *, delta: float, n_pcs: int, n_steps: int | None, random_state: int) -> None:
     """Score semi-synthetic treatment labels on pbmc68k_reduced and compare with the truth."""
     import matplotlib
 
@@ -18,7 +18,14 @@ def demo(out: Path, *, delta: float, n_steps: int, random_state: int) -> None:
 
     adata = sr.datasets.pbmc68k_da(delta, random_state=random_state)
     sr.tl.differential_abundance(
-        adata, "condition", "control", "treated", groupby="leiden", n_steps=n_steps, random_state=random_state
+        adata,
+        "condition",
+        "control",
+        "treated",
+        groupby="leiden",
+        n_pcs=n_pcs,
+        n_steps=n_steps,
+        random_state=random_state,
     )
     score = adata.obs["scratio_da"]
     table = pd.DataFrame(
@@ -41,16 +48,23 @@ def demo(out: Path, *, delta: float, n_steps: int, random_state: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``scratio`` console script."""
-    parser = argparse.ArgumentParser(prog="scratio", description="Per-cell likelihood ratios between conditions.")
+    parser = argparse.ArgumentParser(
+        prog="scratio", description="Per-cell likelihood ratios between conditions."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="differential abundance on semi-synthetic PBMC labels")
     demo_parser.add_argument("--out", type=Path, default=Path("scratio_demo"), help="output folder")
-    demo_parser.add_argument("--delta", type=float, default=0.4, help="abundance shift of the two DA clusters")
-    demo_parser.add_argument("--steps", type=int, default=2000, help="training steps")
+    demo_parser.add_argument(
+        "--delta", type=float, default=0.4, help="abundance shift of the two DA clusters"
+    )
+    demo_parser.add_argument("--n-pcs", type=int, default=10, help="principal components used")
+    demo_parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: from the cell count)"
+    )
     demo_parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        demo(args.out, delta=args.delta, n_steps=args.steps, random_state=args.seed)
+        demo(args.out, delta=args.delta, n_pcs=args.n_pcs, n_steps=args.steps, random_state=args.seed)
     return 0
 
 

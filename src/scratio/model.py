@@ -21,7 +21,7 @@ from ._validation import check_categories, check_variance, get_categorical, get_
 from .core import ode
 from .core.network import ConditionalFlowNet
 from .core.paths import GaussianPath
-from .core.training import FlowMatchingModule, RandomBatches
+from .core.training import FixedValidationBatch, FlowMatchingModule, RandomBatches
 
 Condition = Mapping[str, Any]
 Data = AnnData | np.ndarray | None
@@ -56,6 +56,10 @@ class RatioFlow:
         Network size, see :class:`~scratio.core.ConditionalFlowNet`.
     min_cells
         Fewest cells a category may have.
+    n_pcs
+        Use only the first ``n_pcs`` columns of the representation (as in
+        :func:`scanpy.pp.neighbors`). Densities in fewer dimensions need fewer cells; with a few
+        thousand cells, 10-20 principal components are a good start.
     random_state
         Seed of the weights and of training.
 
@@ -83,10 +87,16 @@ class RatioFlow:
         condition_dim: int = 16,
         activation: str = "silu",
         min_cells: int = 1,
+        n_pcs: int | None = None,
         random_state: int = 0,
     ):
         condition_keys = [condition_keys] if isinstance(condition_keys, str) else list(condition_keys)
         x = get_representation(adata, use_rep)
+        if n_pcs is not None:
+            if not 1 <= n_pcs <= x.shape[1]:
+                raise ValueError(f"`n_pcs` must lie in [1, {x.shape[1]}] for {use_rep!r}, got {n_pcs}.")
+            x = x[:, :n_pcs]
+        self.n_pcs = n_pcs
         check_variance(x, use_rep)
         self.categories: dict[str, list[str]] = {
             key: check_categories(get_categorical(adata, key), key, min_cells=min_cells)
@@ -177,6 +187,8 @@ class RatioFlow:
             x = np.asarray(data, dtype=np.float32)
             if x.ndim != 2 or not np.isfinite(x).all():
                 raise ValueError("Pass a finite 2-D array of cells x dimensions, or an AnnData.")
+        if self.n_pcs is not None and x.shape[1] >= self.n_pcs:
+            x = x[:, : self.n_pcs]
         if x.shape[1] != self.n_dims:
             raise ValueError(
                 f"Representation has {x.shape[1]} dimensions but the model was trained on {self.n_dims} "
@@ -190,7 +202,7 @@ class RatioFlow:
     # ---------------------------------------------------------------- training
     def train(
         self,
-        n_steps: int = 3000,
+        n_steps: int | None = None,
         *,
         batch_size: int = 2048,
         lr: float = 1e-3,
@@ -199,6 +211,9 @@ class RatioFlow:
         p_drop: float = 0.25,
         ema_decay: float | None = None,
         score_weight: float = 1.0,
+        validation_fraction: float = 0.1,
+        check_every: int = 100,
+        patience: int | None = 10,
         accelerator: str = "auto",
         devices: int | str | Sequence[int] = "auto",
         strategy: str | Any = "auto",
@@ -209,7 +224,9 @@ class RatioFlow:
         Parameters
         ----------
         n_steps
-            Optimisation steps (per device).
+            Optimisation steps (per device). By default half the number of cells, between 400
+            and 3000: a density ratio between a few hundred cells per condition degrades with
+            long training as each condition's density starts to memorise its own cells.
         batch_size
             Cells per step and device, drawn with replacement.
         lr, weight_decay, warmup_steps
@@ -221,6 +238,15 @@ class RatioFlow:
             Keep an exponential moving average of the weights (e.g. ``0.999``) and use it.
         score_weight
             Weight of the score loss against the velocity loss.
+        validation_fraction
+            Share of cells held out (at most 4096) to measure the flow-matching loss every
+            ``check_every`` steps with fixed noise. The weights with the lowest held-out loss are
+            kept, which stops a small dataset from being memorised (its cells would then score
+            as typical of their own condition only). ``0`` trains on every cell for ``n_steps``.
+        check_every
+            Steps between two validation checks.
+        patience
+            Stop after this many checks without improvement (``None``: never stop early).
         accelerator, devices, strategy
             Passed to :class:`lightning.pytorch.Trainer`; e.g. ``devices=4, strategy="ddp"``.
         trainer_kwargs
@@ -232,29 +258,60 @@ class RatioFlow:
         """
         adata = self.adata
         x = torch.from_numpy((self._representation(adata) - self.mean) / self.scale)
+        if n_steps is None:
+            n_steps = int(np.clip(len(x) // 2, 400, 3000))
         codes = torch.from_numpy(
             self.encode({k: get_categorical(adata, k) for k in self.condition_keys}, len(x))
         )
-        batches = RandomBatches(x, codes, batch_size=batch_size, n_batches=n_steps, seed=self.random_state)
+        n_validation = min(int(round(validation_fraction * len(x))), 4096)
+        if n_validation < 16:  # too few cells to tell memorising from learning
+            n_validation = 0
+        order = np.random.default_rng(self.random_state).permutation(len(x))
+        train_cells, validation_cells = order[n_validation:], order[:n_validation]
+        batches = RandomBatches(
+            x[train_cells],
+            codes[train_cells],
+            batch_size=batch_size,
+            n_batches=n_steps,
+            seed=self.random_state,
+        )
         module = FlowMatchingModule(
             self.network, self.path, max_steps=n_steps, lr=lr, weight_decay=weight_decay,
             warmup_steps=warmup_steps, p_drop=p_drop, ema_decay=ema_decay, score_weight=score_weight,
             seed=self.random_state,
         )  # fmt: skip
         loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
+        validation_loader = None
+        if n_validation:
+            held_out = FixedValidationBatch(
+                x[validation_cells], codes[validation_cells], null_codes=self.network.conditions.null_codes(1),
+                p_drop=p_drop, seed=self.random_state,
+            )  # fmt: skip
+            validation_loader = torch.utils.data.DataLoader(held_out, batch_size=None)
+            trainer_kwargs.setdefault("val_check_interval", min(check_every, n_steps))
+            if patience is not None:
+                from lightning.pytorch.callbacks import EarlyStopping
+
+                stopper = EarlyStopping("val_loss", patience=patience, check_on_train_epoch_end=False)
+                trainer_kwargs["callbacks"] = [*trainer_kwargs.get("callbacks", []), stopper]
+        else:
+            trainer_kwargs.setdefault("limit_val_batches", 0)
         trainer = _quiet_trainer(
             max_steps=n_steps, accelerator=accelerator, devices=devices, strategy=strategy, **trainer_kwargs
         )
+        device_kind = trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
         logger.info(
-            f"Training RatioFlow on {trainer.num_devices} {trainer.accelerator.__class__.__name__.removesuffix('Accelerator').lower()} "
-            f"device(s): {len(x)} cells, {x.shape[1]} dims, {n_steps} steps of {batch_size}."
+            f"Training RatioFlow on {trainer.num_devices} {device_kind} device(s): {len(train_cells)} cells "
+            f"({n_validation} held out), {x.shape[1]} dims, up to {n_steps} steps of {batch_size}."
         )
         self.network.train()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
-            warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
-            trainer.fit(module, loader)
+            warnings.filterwarnings(
+                "ignore", ".*isinstance\\(treespec, LeafSpec\\).*"
+            )  # Lightning vs torch 2.13
+            trainer.fit(module, loader, validation_loader)
         self.network = module.network.cpu().eval()
         history = module.loss_history.cpu().numpy()
         self.training_record = {
@@ -263,8 +320,18 @@ class RatioFlow:
             "score_weight": score_weight, "final_loss": float(module.smoothed_loss),
             "loss_history": [float(v) for v in history[np.isfinite(history)]],
             "record_every": module.record_every, "n_devices": trainer.num_devices,
+            "steps_trained": int(trainer.global_step), "n_validation": n_validation,
+            "validation_fraction": validation_fraction,
+            "best_validation_loss": float(module.best_validation_loss) if n_validation else None,
+            "best_step": int(module.best_step) if n_validation else None,
         }  # fmt: skip
-        logger.info(f"Trained RatioFlow: final loss {self.training_record['final_loss']:.4f}.")
+        kept = ""
+        if n_validation:
+            record = self.training_record
+            kept = f"; kept step {record['best_step']} (held-out loss {record['best_validation_loss']:.4f})"
+        logger.info(
+            f"Trained RatioFlow for {trainer.global_step} steps: loss {self.training_record['final_loss']:.4f}{kept}."
+        )
         return self
 
     # ---------------------------------------------------------------- scoring
@@ -540,6 +607,7 @@ class RatioFlow:
         return {
             "scratio_version": __version__,
             "use_rep": self.use_rep,
+            "n_pcs": self.n_pcs,
             "categories": self.categories,
             "n_dims": self.n_dims,
             "path": self.path.to_dict(),
@@ -579,6 +647,7 @@ class RatioFlow:
         state = torch.load(path / _WEIGHTS, map_location=device, weights_only=True)
         model = cls.__new__(cls)
         model.use_rep = config["use_rep"]
+        model.n_pcs = config.get("n_pcs")
         model.categories = {k: list(v) for k, v in config["categories"].items()}
         model.path = GaussianPath.from_dict(config["path"])
         model.network_kwargs = config["network"]
@@ -606,6 +675,7 @@ class RatioFlow:
         training = {k: v for k, v in self.training_record.items() if k != "loss_history" and v is not None}
         return {
             "use_rep": self.use_rep,
+            "n_dims": self.n_dims,  # the first n_dims columns of use_rep (n_pcs)
             "condition_keys": self.condition_keys,
             "schedule": self.path.to_dict(),
             "network": dict(self.network_kwargs),
@@ -679,6 +749,12 @@ def _quiet_trainer(**kwargs):
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
     kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+    callbacks = list(kwargs.pop("callbacks", []))
+    if kwargs["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
+        # One plain bar over all steps (Lightning would pick a Rich bar counting "epochs" if rich is installed).
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
     return L.Trainer(
         logger=False,
         enable_checkpointing=False,
@@ -686,5 +762,6 @@ def _quiet_trainer(**kwargs):
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         max_epochs=-1,
+        callbacks=callbacks,
         **kwargs,
     )

@@ -255,7 +255,8 @@ def category_log_ratios(
     def rhs(t, state):
         (*v, v_base), (*s, _), (*q, q_base) = evaluate(field, state[0], t, codes, probes)
         dl = torch.stack(
-            [q_base - q_k + (s_k * (v_base - v_k)).sum(-1) for v_k, s_k, q_k in zip(v, s, q, strict=True)], dim=1
+            [q_base - q_k + (s_k * (v_base - v_k)).sum(-1) for v_k, s_k, q_k in zip(v, s, q, strict=True)],
+            dim=1,
         )
         return v_base, dl, -q_base
 

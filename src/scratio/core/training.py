@@ -39,6 +39,29 @@ class RandomBatches(Dataset):
         return self.x[index], self.codes[index]
 
 
+class FixedValidationBatch(Dataset):
+    """Held-out cells with noise, times and condition dropout drawn once, so the loss is comparable.
+
+    Each cell appears ``n_draws`` times with independent draws; the single item is the whole set.
+    """
+
+    def __init__(self, x: torch.Tensor, codes: torch.Tensor, *, null_codes: torch.Tensor, p_drop: float,
+                 n_draws: int = 8, seed: int = 0):  # fmt: skip
+        generator = torch.Generator().manual_seed(seed + 7)
+        self.x1 = x.repeat(n_draws, 1)
+        codes = codes.repeat(n_draws, 1)
+        dropped = torch.rand(codes.shape, generator=generator) < p_drop
+        self.codes = torch.where(dropped, null_codes.expand_as(codes), codes)
+        self.x0 = torch.randn(self.x1.shape, generator=generator)
+        self.t = torch.rand(len(self.x1), generator=generator)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int):
+        return self.x1, self.codes, self.x0, self.t
+
+
 class FlowMatchingModule(L.LightningModule):
     """Velocity and score regression on a Gaussian path, with per-key condition dropout.
 
@@ -91,6 +114,9 @@ class FlowMatchingModule(L.LightningModule):
         # Buffers travel back from distributed workers with the weights.
         self.register_buffer("loss_history", torch.full((max_steps // record_every + 1,), float("nan")))
         self.register_buffer("smoothed_loss", torch.tensor(float("nan")))
+        self.register_buffer("best_validation_loss", torch.tensor(float("inf")))
+        self.register_buffer("best_step", torch.tensor(-1))
+        self._best_state: dict[str, torch.Tensor] | None = None
         self._generator: torch.Generator | None = None
         self._ema: list[torch.Tensor] | None = None
 
@@ -102,11 +128,18 @@ class FlowMatchingModule(L.LightningModule):
         if self.ema_decay is not None:
             self._ema = [p.detach().clone() for p in self.network.parameters()]
 
-    def loss(self, x1: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Training loss of one batch (conditions already dropped or not)."""
+    def loss(
+        self,
+        x1: torch.Tensor,
+        codes: torch.Tensor,
+        x0: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+    ):
+        """Flow-matching loss of one batch (conditions already dropped or not); draws ``x0``, ``t`` if not given."""
         g = self._generator
-        x0 = torch.randn(x1.shape, generator=g, device=x1.device, dtype=x1.dtype)
-        t = torch.rand(len(x1), generator=g, device=x1.device, dtype=x1.dtype)
+        if x0 is None:
+            x0 = torch.randn(x1.shape, generator=g, device=x1.device, dtype=x1.dtype)
+            t = torch.rand(len(x1), generator=g, device=x1.device, dtype=x1.dtype)
         t = self.T_MARGIN + (1 - 2 * self.T_MARGIN) * t
         x_t, target_velocity, sigma = self.path.sample(x1, x0, t)
         velocity, score = self.network(x_t, t, codes)
@@ -128,18 +161,34 @@ class FlowMatchingModule(L.LightningModule):
         self.log("loss", smoothed, prog_bar=True, logger=False)
         return loss
 
+    def validation_step(self, batch, batch_idx):  # noqa: D102
+        x1, codes, x0, t = batch
+        self.log("val_loss", self.loss(x1, codes, x0, t), prog_bar=True, logger=False, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        """Keep the weights with the lowest held-out loss (restored at the end of training)."""
+        loss = self.trainer.callback_metrics.get("val_loss")
+        if loss is not None and loss < self.best_validation_loss:
+            self.best_validation_loss.fill_(float(loss))
+            self.best_step.fill_(self.global_step)
+            self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:  # noqa: D102
         if self._ema is not None:
             torch._foreach_lerp_(
                 self._ema, [p.detach() for p in self.network.parameters()], 1 - self.ema_decay
             )
 
-    def on_train_end(self) -> None:  # noqa: D102
+    def on_train_end(self) -> None:
+        """Use the averaged weights (with ``ema_decay``), else the best validated ones if any."""
         if self._ema is not None:
             with torch.no_grad():
                 for p, averaged in zip(self.network.parameters(), self._ema, strict=True):
                     p.copy_(averaged)
             self._ema = None
+        elif self._best_state is not None:
+            self.network.load_state_dict(self._best_state)
+            self._best_state = None
 
     def configure_optimizers(self):  # noqa: D102
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -70,7 +70,7 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=figsize)
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")  # room for outside legends
     return ax
 
 

@@ -21,7 +21,7 @@ def batch_effect_score(
     use_rep: str = "X_pca",
     key_added: str = "scratio_batch",
     model: RatioFlow | None = None,
-    n_steps: int = 3000,
+    n_steps: int | None = None,
     batch_size: int = 1024,
     solver: str = "rk4",
     solver_steps: int = 3,

@@ -36,7 +36,8 @@ model
     been trained on ``use_rep`` with the tool's condition keys registered, and know every
     category those ``adata.obs`` columns hold; other registered keys are marginalised.
 n_steps
-    Training steps of a new model.
+    Training steps of a new model; by default half the number of cells, between 400 and 3000
+    (longer training on few cells memorises them).
 batch_size
     Cells per training step.
 solver
@@ -181,7 +182,7 @@ def fit(
     *,
     use_rep: str,
     model: RatioFlow | None,
-    n_steps: int,
+    n_steps: int | None,
     batch_size: int,
     min_cells: int,
     random_state: int,

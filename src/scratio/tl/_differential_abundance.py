@@ -26,7 +26,7 @@ def differential_abundance(
     sample_key: str | None = None,
     groupby: str | None = None,
     model: RatioFlow | None = None,
-    n_steps: int = 3000,
+    n_steps: int | None = None,
     batch_size: int = 1024,
     solver: str = "rk4",
     solver_steps: int = 3,
