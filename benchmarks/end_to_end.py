@@ -70,14 +70,21 @@ def main():
     # MSE against wall time on the same model; the full cost/accuracy frontier is benchmarks section 4.
     frontier = []
     for method, steps, divergence in [
-        ("s1", 1, "exact"), ("s1", 2, "exact"), ("naive", 1, "exact"), ("naive", 2, "exact"),
-        ("naive", 3, "exact"), ("s2", 3, "exact"), ("s1", 1, "hutchinson"), ("naive", 3, "hutchinson"),
+        ("s1", 1, "exact"),
+        ("s1", 2, "exact"),
+        ("naive", 1, "exact"),
+        ("naive", 2, "exact"),
+        ("naive", 3, "exact"),
+        ("s2", 3, "exact"),
+        ("s1", 1, "hutchinson"),
+        ("naive", 3, "hutchinson"),
     ]:
         frontier.append(timed(method=method, n_steps=steps, divergence=divergence))
         print(f"  {frontier[-1]}", flush=True)
     frontier += [default, fast]
     results = {
-        "setting": vars(args) | {"torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()},
+        "setting": vars(args)
+        | {"torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()},
         "train_seconds": round(train_seconds, 2),
         "final_loss": model.training_record["final_loss"],
         "default_scoring": default,
@@ -87,8 +94,10 @@ def main():
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"train {train_seconds:.1f}s | S1 exact {default['seconds']}s R2 {default['r2']} | "
-          f"total {results['train_plus_score_seconds']}s | fast {fast['cells_per_second']} cells/s R2 {fast['r2']}")
+    print(
+        f"train {train_seconds:.1f}s | S1 exact {default['seconds']}s R2 {default['r2']} | "
+        f"total {results['train_plus_score_seconds']}s | fast {fast['cells_per_second']} cells/s R2 {fast['r2']}"
+    )
 
 
 if __name__ == "__main__":
