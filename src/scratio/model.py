@@ -21,7 +21,6 @@ from ._validation import check_categories, check_variance, get_categorical, get_
 from .core import ode
 from .core.network import ConditionalFlowNet
 from .core.paths import GaussianPath
-from .core.training import FixedValidationBatch, FlowMatchingModule, RandomBatches
 
 Condition = Mapping[str, Any]
 Data = AnnData | np.ndarray | None
@@ -256,6 +255,9 @@ class RatioFlow:
         -------
         The model itself, trained.
         """
+        # Lightning loads here, not at import: scoring a saved model does not need it.
+        from .core.training import FixedValidationBatch, FlowMatchingModule, RandomBatches
+
         adata = self.adata
         x = torch.from_numpy((self._representation(adata) - self.mean) / self.scale)
         if n_steps is None:
