@@ -13,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "tutorials").glob("*.ipynb"))
 
-nbformat = pytest.importorskip("nbformat", reason="the tutorial tests need nbformat (pip install 'scratio[test]')")
+nbformat = pytest.importorskip(
+    "nbformat", reason="the tutorial tests need nbformat (pip install 'scratio[test]')"
+)
 
 pytestmark = pytest.mark.tutorials
 
@@ -55,7 +57,9 @@ def test_runs(path, monkeypatch):
 
     monkeypatch.setenv("SCRATIO_TUTORIAL_FAST", "1")
     # The kernel is a new process: let it import scratio from this source tree when it is not installed.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.setenv("MPLBACKEND", "agg")
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
