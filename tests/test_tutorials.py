@@ -24,6 +24,17 @@ def _ids(path: Path) -> str:
     return path.stem
 
 
+def _prose(markdown: str) -> list[str]:
+    """The lines of a Markdown cell outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
 def test_there_are_tutorials():
     assert NOTEBOOKS, f"no notebooks in {ROOT / 'tutorials'}"
 
@@ -38,13 +49,8 @@ def test_committed_with_outputs(path):
     assert not not_run, f"{path.name}: code cells {not_run} have not been executed"
     errors = [out for cell in code for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors, f"{path.name}: committed with an error output: {errors[0].get('ename')}"
-    titles = [
-        line
-        for cell in notebook.cells
-        if cell.cell_type == "markdown"
-        for line in cell.source.splitlines()
-        if line.startswith("# ")
-    ]
+    titles = [line for cell in notebook.cells if cell.cell_type == "markdown" for line in _prose(cell.source)]
+    titles = [line for line in titles if line.startswith("# ")]
     assert len(titles) == 1, f"{path.name}: the docs need exactly one level-1 heading, found {titles}"
 
 
