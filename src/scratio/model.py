@@ -368,7 +368,7 @@ class RatioFlow:
         n_probes: int = 1,
         rtol: float = 1e-5,
         atol: float = 1e-5,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         random_state: int = 0,
     ) -> np.ndarray:
         """Per-cell ``log p(x | numerator) - log p(x | denominator)``.
@@ -426,7 +426,7 @@ class RatioFlow:
         n_probes: int = 1,
         rtol: float = 1e-5,
         atol: float = 1e-5,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         random_state: int = 0,
     ) -> np.ndarray:
         """Per-cell CNF log-density ``log p(x | condition)`` in the units of ``use_rep``.
@@ -457,7 +457,7 @@ class RatioFlow:
         n_probes: int = 1,
         rtol: float = 1e-5,
         atol: float = 1e-5,
-        batch_size: int = 1024,
+        batch_size: int = 256,
         random_state: int = 0,
     ) -> pd.DataFrame:
         """``log p(x | key = k, given)`` for every category ``k``, from a single trajectory.

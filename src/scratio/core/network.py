@@ -146,7 +146,8 @@ class ConditionalFlowNet(nn.Module):
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if not list(m.children())]
+    """The layers of ``module`` in order, without (possibly empty) containers."""
+    return [m for m in module.modules() if not list(m.children()) and not isinstance(m, nn.Sequential)]
 
 
 def _push_forward(layers: list[nn.Module], h: torch.Tensor, dh: torch.Tensor):
@@ -154,7 +155,10 @@ def _push_forward(layers: list[nn.Module], h: torch.Tensor, dh: torch.Tensor):
     for layer in layers:
         if isinstance(layer, nn.Linear):
             h, dh = layer(h), dh @ layer.weight.T
+        elif isinstance(layer, nn.SiLU):  # the default: value and slope from one sigmoid
+            sigmoid = torch.sigmoid(h)
+            h, dh = h * sigmoid, dh * (sigmoid * (1 + h * (1 - sigmoid)))
         else:
-            slope = torch.func.jvp(layer, (h,), (torch.ones_like(h),))[1]
-            h, dh = layer(h), dh * slope
+            value, slope = torch.func.jvp(layer, (h,), (torch.ones_like(h),))
+            h, dh = value, dh * slope
     return h, dh

@@ -214,7 +214,7 @@ def pbmc68k_da(delta: float = 0.4, *, random_state: int = 0) -> AnnData:
     Examples
     --------
     >>> adata = sr.datasets.pbmc68k_da(0.4)
-    >>> sr.tl.differential_abundance(adata, "condition", reference="control")
+    >>> sr.tl.differential_abundance(adata, "condition", reference="control", n_pcs=10)
     """
     import scanpy as sc
 

@@ -24,7 +24,7 @@ def combination_effect(
     n_steps: int | None = None,
     batch_size: int = 1024,
     solver: str = "rk4",
-    solver_steps: int = 3,
+    solver_steps: int = 2,
     divergence: str = "exact",
     min_cells: int = 10,
     train_kwargs: dict[str, Any] | None = None,
