@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from scratio._validation import get_categorical
-from scratio.pl._utils import find_params, finish, get_ratio, new_axes, symmetric_limit
+from scratio.pl._utils import find_params, finish, get_ratio, label_rotation, new_axes, symmetric_limit
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -169,7 +169,7 @@ def ratio_distributions(
             ax.scatter(position + jitter, group, s=4, alpha=0.5, linewidths=0, rasterized=True)
     ax.scatter(positions, [np.median(group) for group in data], marker="_", s=300, color="k", zorder=3)
     ax.axhline(0, color="0.4", linewidth=0.8, linestyle="--", zorder=0)
-    ax.set_xticks(positions, order, rotation=90 if len(order) > 6 else 0)
+    ax.set_xticks(positions, order, rotation=label_rotation(order))
     ax.set_xlabel(groupby)
     ax.set_ylabel(key)
     return finish(ax, show, return_fig)

@@ -10,7 +10,15 @@ import pandas as pd
 from anndata import AnnData
 
 from scratio._validation import get_categorical
-from scratio.pl._utils import finish, get_ratio, get_result, heatmap, new_axes, symmetric_limit
+from scratio.pl._utils import (
+    finish,
+    get_ratio,
+    get_result,
+    heatmap,
+    label_rotation,
+    new_axes,
+    symmetric_limit,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -83,7 +91,7 @@ def batch_effect(
     for i, (key, label, result) in enumerate(zip(keys, labels, results, strict=True)):
         offset = (i - (len(keys) - 1) / 2) * width
         ax.bar(positions + offset, table[key], width, label=f"{label} (score {result['score']:.3g})")
-    ax.set_xticks(positions, [str(name) for name in table.index], rotation=90 if len(table) > 6 else 0)
+    ax.set_xticks(positions, [str(name) for name in table.index], rotation=label_rotation(table.index))
     ax.set_xlabel(groupby)
     ax.set_ylabel("mean |log r|")
     ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)

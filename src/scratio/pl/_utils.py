@@ -128,3 +128,9 @@ def heatmap(
                 red, green, blue, _ = image.cmap(image.norm(value))
                 dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
                 ax.text(column, row, format(value, fmt), ha="center", va="center", color="w" if dark else "k")
+
+
+def label_rotation(labels) -> int:
+    """Rotate category labels when side by side they would not fit under their groups."""
+    labels = [str(label) for label in labels]
+    return 90 if len(labels) > 6 or sum(map(len, labels)) > 6 * len(labels) else 0
