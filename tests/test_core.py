@@ -141,3 +141,19 @@ def test_solver_options_validate():
         SolverOptions(divergence="trace")
     with pytest.raises(ValueError, match="Unknown estimator 's3'"):
         ode.log_ratio(None, torch.zeros(1, 2), CODES[0][:1], CODES[1][:1], estimator="s3")
+
+
+def test_evaluate_returns_exact_divergences_for_both_field_kinds():
+    torch.manual_seed(5)
+    net = ConditionalFlowNet(4, [2], width=16).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    t = torch.tensor(0.4, dtype=torch.float64)
+    codes = (torch.zeros(6, 1, dtype=torch.long), torch.full((6, 1), 2))
+    probes = SolverOptions().probes(4, torch.arange(6))
+    for field in (net, lambda y, s, c: net(y, s, c)):  # explicit forward mode, and torch.func
+        velocities, scores, quadratic = ode.evaluate(field, x, t, codes, probes)
+        for code, v, s, q in zip(codes, velocities, scores, quadratic, strict=True):
+            jacobians = torch.func.vmap(torch.func.jacrev(lambda y, c: net(y[None], t, c[None])[0][0]))(x, code)
+            torch.testing.assert_close(q, jacobians.diagonal(dim1=1, dim2=2).sum(-1))
+            torch.testing.assert_close(v, net(x, t, code)[0])
+            torch.testing.assert_close(s, net(x, t, code)[1])

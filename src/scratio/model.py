@@ -464,7 +464,7 @@ class RatioFlow:
 
         The trajectory follows the field of ``given`` alone (``key`` null); along it the
         log-ratio of every category to that base is tracked together with the base's CNF
-        likelihood (method.md section 3, many ratios from one trajectory). Any pairwise
+        likelihood (see "How it works", many ratios from one trajectory). Any pairwise
         log-ratio is a difference of two columns.
 
         Parameters

@@ -1,4 +1,4 @@
-r"""Log-ratio ODEs along one flow trajectory (method.md, sections 3 and 4).
+r"""Log-ratio ODEs along one flow trajectory (see "How it works" in the documentation).
 
 A *field* is any callable ``field(x, t, codes) -> (velocity, score)`` on tensors: the trained
 :class:`~scratio.core.network.ConditionalFlowNet` or a closed-form
