@@ -153,7 +153,9 @@ def test_evaluate_returns_exact_divergences_for_both_field_kinds():
     for field in (net, lambda y, s, c: net(y, s, c)):  # explicit forward mode, and torch.func
         velocities, scores, quadratic = ode.evaluate(field, x, t, codes, probes)
         for code, v, s, q in zip(codes, velocities, scores, quadratic, strict=True):
-            jacobians = torch.func.vmap(torch.func.jacrev(lambda y, c: net(y[None], t, c[None])[0][0]))(x, code)
+            jacobians = torch.func.vmap(torch.func.jacrev(lambda y, c: net(y[None], t, c[None])[0][0]))(
+                x, code
+            )
             torch.testing.assert_close(q, jacobians.diagonal(dim1=1, dim2=2).sum(-1))
             torch.testing.assert_close(v, net(x, t, code)[0])
             torch.testing.assert_close(s, net(x, t, code)[1])
