@@ -1,0 +1,139 @@
+"""Closed-form Gaussian ratios (paper Fig. 2): N(loc * 1_d, I) against N(0, I) over loc x d x seeds.
+
+For each (loc, d, seed) one RatioFlow is trained on a training set and a held-out test set
+(drawn with another seed) is scored with S1, S2 and naive (exact divergence, rk4). Reports the
+MSE against the closed form ``loc * sum(x) - d loc^2 / 2`` (``obs["true_log_ratio"]`` of the
+test cells), the wall time of each estimator and the training budget.
+
+    python benchmarks/gaussians.py --quick     # 1 seed, loc 1 and 2, d 2/10/30, 4k+1k cells, CPU
+    python benchmarks/gaussians.py --full      # 3 seeds, the whole grid, 20k cells (GPU or long CPU run)
+"""
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import scratio as sr
+
+# The reference implementation's learned field + score (its Gaussian ablation), MSE by d.
+# Our notes do not say which loc these refer to: "reference, loc unspecified".
+REFERENCE_MSE = {2: 0.09, 5: 0.10, 10: 0.86, 20: 2.8, 30: 49.0}
+
+PRESETS = {
+    "quick": {"seeds": [0], "locs": [1.0, 2.0], "dims": [2, 10, 30], "n_train": 4000, "n_test": 1000,
+              "steps": 1500, "batch_size": 1024, "width": 128},
+    "full": {"seeds": [0, 1, 2], "locs": [1.0, 2.0, 4.0], "dims": [2, 5, 10, 20, 30], "n_train": 20_000,
+             "n_test": 5000, "steps": 3000, "batch_size": 2048, "width": 256},
+}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="preset", const="quick")
+    mode.add_argument("--full", action="store_const", dest="preset", const="full")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--locs", type=float, nargs="+")
+    parser.add_argument("--dims", type=int, nargs="+")
+    parser.add_argument("--n-train", type=int)
+    parser.add_argument("--n-test", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--solver-steps", type=int, default=2)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--out")
+    parser.set_defaults(preset="quick")
+    args = parser.parse_args()
+    setting = dict(PRESETS[args.preset])
+    for key in setting:
+        if getattr(args, key) is not None:
+            setting[key] = getattr(args, key)
+    setting |= {"preset": args.preset, "solver": "rk4", "solver_steps": args.solver_steps,
+                "divergence": "exact", "validation_fraction": args.validation_fraction,
+                "accelerator": args.accelerator}  # fmt: skip
+    out = Path(args.out or Path(__file__).parent / "results" / f"gaussians_{args.preset}.json")
+    sr.settings.verbosity = 0
+
+    numerator, denominator = {"condition": "shifted"}, {"condition": "reference"}
+    runs = []
+    for loc in setting["locs"]:
+        for d in setting["dims"]:
+            for seed in setting["seeds"]:
+                train = sr.datasets.shifted_gaussians(setting["n_train"], d, loc=loc, random_state=seed)
+                test = sr.datasets.shifted_gaussians(setting["n_test"], d, loc=loc, random_state=10_000 + seed)
+                truth = test.obs["true_log_ratio"].to_numpy()
+                start = time.perf_counter()
+                model = sr.RatioFlow(train, use_rep="X_pca", condition_keys="condition",
+                                     width=setting["width"], random_state=seed)  # fmt: skip
+                model.train(setting["steps"], batch_size=setting["batch_size"],
+                            validation_fraction=setting["validation_fraction"], accelerator=args.accelerator)  # fmt: skip
+                train_seconds = time.perf_counter() - start
+                record = model.training_record
+                run = {
+                    "loc": loc, "d": d, "seed": seed,
+                    "train_seconds": round(train_seconds, 2), "steps_trained": record["steps_trained"],
+                    "best_step": record["best_step"], "final_loss": round(record["final_loss"], 4),
+                    "truth_variance": round(float(truth.var()), 3),
+                    "estimators": {},
+                }  # fmt: skip
+                for method in ("s1", "s2", "naive"):
+                    start = time.perf_counter()
+                    estimate = model.log_ratio(test, numerator=numerator, denominator=denominator, method=method,
+                                               n_steps=args.solver_steps, divergence="exact")  # fmt: skip
+                    seconds = time.perf_counter() - start
+                    run["estimators"][method] = {
+                        "mse": round(float(((estimate - truth) ** 2).mean()), 4),
+                        "seconds": round(seconds, 2),
+                        "finite": bool(np.isfinite(estimate).all()),
+                    }
+                runs.append(run)
+                e = run["estimators"]
+                print(
+                    f"loc {loc:g} d {d:2d} seed {seed}: train {train_seconds:.1f}s ({record['steps_trained']} steps, "
+                    f"best {record['best_step']}) | MSE S1 {e['s1']['mse']} S2 {e['s2']['mse']} naive {e['naive']['mse']} "
+                    f"| s {e['s1']['seconds']}/{e['s2']['seconds']}/{e['naive']['seconds']} | ref {REFERENCE_MSE.get(d)}",
+                    flush=True,
+                )
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(_results(setting, runs), indent=1))
+
+    print("\nmean MSE over seeds (reference: learned field + score, loc unspecified)")
+    print("loc   d     S1      S2   naive  reference")
+    for row in _results(setting, runs)["summary"]:
+        print(f"{row['loc']:3g} {row['d']:3d} {row['mse_s1']:7.4f} {row['mse_s2']:7.4f} {row['mse_naive']:7.4f}  "
+              f"{row['reference_mse_loc_unspecified']}")  # fmt: skip
+
+
+def _results(setting, runs):
+    summary = []
+    for loc in setting["locs"]:
+        for d in setting["dims"]:
+            group = [r for r in runs if r["loc"] == loc and r["d"] == d]
+            if not group:
+                continue
+            row = {"loc": loc, "d": d, "n_seeds": len(group)}
+            for method in ("s1", "s2", "naive"):
+                row[f"mse_{method}"] = round(float(np.mean([r["estimators"][method]["mse"] for r in group])), 4)
+                row[f"seconds_{method}"] = round(float(np.mean([r["estimators"][method]["seconds"] for r in group])), 2)
+            row["train_seconds"] = round(float(np.mean([r["train_seconds"] for r in group])), 2)
+            row["reference_mse_loc_unspecified"] = REFERENCE_MSE.get(d)
+            summary.append(row)
+    return {
+        "setting": setting | {"torch_threads": torch.get_num_threads(),
+                              "machine": platform.processor() or platform.machine()},  # fmt: skip
+        "reference": {"mse_by_d": REFERENCE_MSE,
+                      "note": "reference implementation, learned field + score (Gaussian ablation); loc unspecified"},  # fmt: skip
+        "summary": summary,
+        "runs": runs,
+    }
+
+
+if __name__ == "__main__":
+    main()
