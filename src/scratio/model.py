@@ -351,8 +351,10 @@ class RatioFlow:
         bar.close()
         return np.concatenate(outputs).astype(np.float32)
 
-    def _codes(self, condition: Condition | None, n: int) -> torch.Tensor:
-        return torch.from_numpy(self.encode(condition, n)).to(self.device)
+    def _rows(self, codes: np.ndarray, rows: torch.Tensor | slice) -> torch.Tensor:
+        """Encoded conditions of a block of cells, on the network's device."""
+        rows = rows.numpy() if isinstance(rows, torch.Tensor) else rows
+        return torch.from_numpy(codes[rows]).to(self.device)
 
     def log_ratio(
         self,
@@ -405,12 +407,11 @@ class RatioFlow:
         num = self.encode(numerator, len(x))
         den = self.encode(denominator, len(x))
         null = self.encode(base, len(x))
-        to = lambda codes, index: torch.from_numpy(codes[index.numpy()]).to(self.device)
 
         def score(xb, index):
             return ode.log_ratio(
-                self.network, xb, to(num, index), to(den, index), estimator=method,
-                null=to(null, index), options=options, index=index,
+                self.network, xb, self._rows(num, index), self._rows(den, index), estimator=method,
+                null=self._rows(null, index), options=options, index=index,
             )  # fmt: skip
 
         return self._stream(x, score, batch_size=batch_size, desc=f"log-ratio ({method})")
@@ -439,8 +440,9 @@ class RatioFlow:
         codes = self.encode(condition, len(x))
 
         def score(xb, index):
-            codes_b = torch.from_numpy(codes[index.numpy()]).to(self.device)
-            return ode.log_likelihood(self.network, xb, codes_b, options=options, index=index)
+            return ode.log_likelihood(
+                self.network, xb, self._rows(codes, index), options=options, index=index
+            )
 
         return self._stream(x, score, batch_size=batch_size, desc="log-likelihood") - self._log_scale
 
@@ -494,10 +496,13 @@ class RatioFlow:
         per_category = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
 
         def score(xb, index):
-            rows = index.numpy()
-            take = lambda codes: torch.from_numpy(codes[rows]).to(self.device)
             ratios, base_ll = ode.category_log_ratios(
-                self.network, xb, [take(c) for c in per_category], take(base), options=options, index=index
+                self.network,
+                xb,
+                [self._rows(c, index) for c in per_category],
+                self._rows(base, index),
+                options=options,
+                index=index,
             )
             return ratios + base_ll[:, None]
 
@@ -563,7 +568,7 @@ class RatioFlow:
         noise = torch.randn(n, self.n_dims, generator=generator)
         out = []
         for start in range(0, n, batch_size):
-            codes_b = torch.from_numpy(codes[start : start + batch_size]).to(self.device)
+            codes_b = self._rows(codes, slice(start, start + batch_size))
             out.append(
                 ode.sample(
                     self.network, codes_b, noise[start : start + batch_size].to(self.device), options=options
