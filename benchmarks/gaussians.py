@@ -9,14 +9,13 @@ test cells), the wall time of each estimator and the training budget.
     python benchmarks/gaussians.py --full      # 3 seeds, the whole grid, 20k cells (GPU or long CPU run)
 """
 
-import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _presets import parse_setting
 
 import scratio as sr
 
@@ -33,32 +32,7 @@ PRESETS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_const", dest="preset", const="quick")
-    mode.add_argument("--full", action="store_const", dest="preset", const="full")
-    parser.add_argument("--seeds", type=int, nargs="+")
-    parser.add_argument("--locs", type=float, nargs="+")
-    parser.add_argument("--dims", type=int, nargs="+")
-    parser.add_argument("--n-train", type=int)
-    parser.add_argument("--n-test", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--solver-steps", type=int, default=2)
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--out")
-    parser.set_defaults(preset="quick")
-    args = parser.parse_args()
-    setting = dict(PRESETS[args.preset])
-    for key in setting:
-        if getattr(args, key) is not None:
-            setting[key] = getattr(args, key)
-    setting |= {"preset": args.preset, "solver": "rk4", "solver_steps": args.solver_steps,
-                "divergence": "exact", "validation_fraction": args.validation_fraction,
-                "accelerator": args.accelerator}  # fmt: skip
-    out = Path(args.out or Path(__file__).parent / "results" / f"gaussians_{args.preset}.json")
+    setting, out = parse_setting(__doc__.splitlines()[0], PRESETS, "gaussians", {"locs": float, "dims": int})
     sr.settings.verbosity = 0
 
     numerator, denominator = {"condition": "shifted"}, {"condition": "reference"}
@@ -67,13 +41,15 @@ def main():
         for d in setting["dims"]:
             for seed in setting["seeds"]:
                 train = sr.datasets.shifted_gaussians(setting["n_train"], d, loc=loc, random_state=seed)
-                test = sr.datasets.shifted_gaussians(setting["n_test"], d, loc=loc, random_state=10_000 + seed)
+                test = sr.datasets.shifted_gaussians(
+                    setting["n_test"], d, loc=loc, random_state=10_000 + seed
+                )
                 truth = test.obs["true_log_ratio"].to_numpy()
                 start = time.perf_counter()
                 model = sr.RatioFlow(train, use_rep="X_pca", condition_keys="condition",
                                      width=setting["width"], random_state=seed)  # fmt: skip
                 model.train(setting["steps"], batch_size=setting["batch_size"],
-                            validation_fraction=setting["validation_fraction"], accelerator=args.accelerator)  # fmt: skip
+                            validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip
                 train_seconds = time.perf_counter() - start
                 record = model.training_record
                 run = {
@@ -86,7 +62,7 @@ def main():
                 for method in ("s1", "s2", "naive"):
                     start = time.perf_counter()
                     estimate = model.log_ratio(test, numerator=numerator, denominator=denominator, method=method,
-                                               n_steps=args.solver_steps, divergence="exact")  # fmt: skip
+                                               n_steps=setting["solver_steps"], divergence="exact")  # fmt: skip
                     seconds = time.perf_counter() - start
                     run["estimators"][method] = {
                         "mse": round(float(((estimate - truth) ** 2).mean()), 4),
@@ -120,16 +96,25 @@ def _results(setting, runs):
                 continue
             row = {"loc": loc, "d": d, "n_seeds": len(group)}
             for method in ("s1", "s2", "naive"):
-                row[f"mse_{method}"] = round(float(np.mean([r["estimators"][method]["mse"] for r in group])), 4)
-                row[f"seconds_{method}"] = round(float(np.mean([r["estimators"][method]["seconds"] for r in group])), 2)
+                row[f"mse_{method}"] = round(
+                    float(np.mean([r["estimators"][method]["mse"] for r in group])), 4
+                )
+                row[f"seconds_{method}"] = round(
+                    float(np.mean([r["estimators"][method]["seconds"] for r in group])), 2
+                )
             row["train_seconds"] = round(float(np.mean([r["train_seconds"] for r in group])), 2)
             row["reference_mse_loc_unspecified"] = REFERENCE_MSE.get(d)
             summary.append(row)
     return {
-        "setting": setting | {"torch_threads": torch.get_num_threads(),
-                              "machine": platform.processor() or platform.machine()},  # fmt: skip
-        "reference": {"mse_by_d": REFERENCE_MSE,
-                      "note": "reference implementation, learned field + score (Gaussian ablation); loc unspecified"},  # fmt: skip
+        "setting": setting
+        | {
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+        },  # fmt: skip
+        "reference": {
+            "mse_by_d": REFERENCE_MSE,
+            "note": "reference implementation, learned field + score (Gaussian ablation); loc unspecified",
+        },  # fmt: skip
         "summary": summary,
         "runs": runs,
     }

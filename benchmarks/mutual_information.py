@@ -10,14 +10,13 @@ model targets with s_min > 0.
     python benchmarks/mutual_information.py --full     # 3 seeds, d 20 ... 320 (GPU or long CPU run)
 """
 
-import argparse
 import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _presets import parse_setting
 
 import scratio as sr
 
@@ -45,31 +44,7 @@ def smoothed_mutual_information(d, rho, s_min):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_const", dest="preset", const="quick")
-    mode.add_argument("--full", action="store_const", dest="preset", const="full")
-    parser.add_argument("--seeds", type=int, nargs="+")
-    parser.add_argument("--dims", type=int, nargs="+")
-    parser.add_argument("--n-train", type=int)
-    parser.add_argument("--n-test", type=int)
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--solver-steps", type=int, default=2)
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--accelerator", default="auto")
-    parser.add_argument("--out")
-    parser.set_defaults(preset="quick")
-    args = parser.parse_args()
-    setting = dict(PRESETS[args.preset])
-    for key in setting:
-        if getattr(args, key) is not None:
-            setting[key] = getattr(args, key)
-    setting |= {"preset": args.preset, "solver": "rk4", "solver_steps": args.solver_steps,
-                "divergence": "exact", "validation_fraction": args.validation_fraction,
-                "accelerator": args.accelerator}  # fmt: skip
-    out = Path(args.out or Path(__file__).parent / "results" / f"mutual_information_{args.preset}.json")
+    setting, out = parse_setting(__doc__.splitlines()[0], PRESETS, "mutual_information", {"dims": int})
     sr.settings.verbosity = 0
 
     numerator, denominator = {"condition": "p"}, {"condition": "q"}
@@ -87,7 +62,7 @@ def main():
             model = sr.RatioFlow(train, use_rep="X_pca", condition_keys="condition",
                                  width=setting["width"], random_state=seed)  # fmt: skip
             model.train(setting["steps"], batch_size=setting["batch_size"],
-                        validation_fraction=setting["validation_fraction"], accelerator=args.accelerator)  # fmt: skip
+                        validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip
             train_seconds = time.perf_counter() - start
             record = model.training_record
             run = {
@@ -103,7 +78,7 @@ def main():
             for method in ("s1", "s2"):
                 start = time.perf_counter()
                 estimate = model.log_ratio(test, numerator=numerator, denominator=denominator, method=method,
-                                           n_steps=args.solver_steps, divergence="exact")  # fmt: skip
+                                           n_steps=setting["solver_steps"], divergence="exact")  # fmt: skip
                 seconds = time.perf_counter() - start
                 run["estimators"][method] = {
                     "mi_estimate": round(float(estimate.mean()), 4),
@@ -137,17 +112,26 @@ def _results(setting, runs):
             continue
         row = {"d": d, "mutual_information": d / 4, "n_seeds": len(group)}
         for method in ("s1", "s2"):
-            row[f"abs_error_{method}"] = round(float(np.mean([r["estimators"][method]["abs_error"] for r in group])), 4)
-            row[f"seconds_{method}"] = round(float(np.mean([r["estimators"][method]["seconds"] for r in group])), 2)
+            row[f"abs_error_{method}"] = round(
+                float(np.mean([r["estimators"][method]["abs_error"] for r in group])), 4
+            )
+            row[f"seconds_{method}"] = round(
+                float(np.mean([r["estimators"][method]["seconds"] for r in group])), 2
+            )
         row["train_seconds"] = round(float(np.mean([r["train_seconds"] for r in group])), 2)
         row["paper_abs_error_rho_0.8"] = {name: errors.get(d) for name, errors in PAPER.items()}
         summary.append(row)
     return {
-        "setting": setting | {"torch_threads": torch.get_num_threads(),
-                              "machine": platform.processor() or platform.machine()},  # fmt: skip
+        "setting": setting
+        | {
+            "torch_threads": torch.get_num_threads(),
+            "machine": platform.processor() or platform.machine(),
+        },  # fmt: skip
         "target_abs_error_d_le_80": TARGET,
-        "paper_abs_error": {"note": "paper Tab. 1, scored against rho = 0.8 (offset (d/4)(ln(1/0.36) - 1))",
-                            **{k: {str(d): v for d, v in e.items()} for k, e in PAPER.items()}},  # fmt: skip
+        "paper_abs_error": {
+            "note": "paper Tab. 1, scored against rho = 0.8 (offset (d/4)(ln(1/0.36) - 1))",
+            **{k: {str(d): v for d, v in e.items()} for k, e in PAPER.items()},
+        },  # fmt: skip
         "summary": summary,
         "runs": runs,
     }
