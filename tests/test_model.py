@@ -164,3 +164,25 @@ def test_repr_and_record(trained_2d):
     assert "condition (2)" in repr(model) and "trained 600 steps" in repr(model)
     assert model.training_record["final_loss"] > 0
     assert len(model.training_record["loss_history"]) == 60
+
+
+def test_n_pcs_uses_the_first_columns_and_checks_its_range(trained_2d):
+    adata, _, _ = trained_2d
+    wide = adata.copy()
+    wide.obsm["X_pca"] = np.hstack(
+        [adata.obsm["X_pca"], np.random.default_rng(0).normal(size=(adata.n_obs, 3))]
+    )
+    before = wide.obsm["X_pca"].copy()
+    model = sr.RatioFlow(wide, condition_keys="condition", n_pcs=2, width=32)
+    assert model.n_dims == 2 and model.record["n_dims"] == 2
+    model.train(20, batch_size=128)
+    scores = model.log_ratio(wide[:50], SHIFTED, REFERENCE)  # the wide AnnData is cut to 2 columns
+    np.testing.assert_array_equal(scores, model.log_ratio(wide.obsm["X_pca"][:50, :2], SHIFTED, REFERENCE))
+    np.testing.assert_array_equal(wide.obsm["X_pca"], before)
+    with pytest.raises(ValueError, match=r"`n_pcs` must lie in \[1, 5\] for 'X_pca', got 9"):
+        sr.RatioFlow(wide, condition_keys="condition", n_pcs=9)
+
+
+def test_to_moves_the_network(trained_2d):
+    _, _, model = trained_2d
+    assert model.to("cpu") is model and model.device.type == "cpu"
