@@ -93,6 +93,17 @@ def test_per_cell_conditions_and_batch_independence(trained_2d):
     assert (per_cell[shifted].mean() > 0) and (per_cell[~shifted].mean() > 0)  # each cell favours its own
 
 
+def test_scoring_memory_does_not_grow_with_the_cells(trained_2d):
+    _, _, model = trained_2d
+    # One condition for every cell is a zero-stride view, not a code per cell.
+    assert model.encode(SHIFTED, 10**7).strides[0] == 0
+    assert model.encode({"condition": ["shifted", "reference"]}, 2).tolist() == [[1], [0]]
+    with pytest.raises(ValueError, match="No cells to score"):
+        model.log_ratio(np.zeros((0, 2)), SHIFTED, REFERENCE)
+    with pytest.raises(ValueError, match="finite 2-D array"):
+        model.log_ratio(np.array([[0.0, np.nan]]), SHIFTED, REFERENCE)
+
+
 def test_same_seed_same_numbers():
     runs = [
         trained_pair(600, 2, n_steps=60)[2].log_ratio(numerator=SHIFTED, denominator=REFERENCE)

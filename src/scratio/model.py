@@ -152,7 +152,8 @@ class RatioFlow:
         ``condition`` maps a registered key to one category (every cell), to ``None`` (null),
         or to a per-cell sequence of categories of length ``n``.
         """
-        codes = np.tile(np.array([len(c) for c in self.categories.values()], dtype=np.int64), (n, 1))
+        constant = np.array([len(c) for c in self.categories.values()], dtype=np.int64)
+        per_cell = {}
         for key, value in (condition or {}).items():
             if key not in self.categories:
                 raise KeyError(
@@ -165,7 +166,7 @@ class RatioFlow:
             if np.ndim(value) == 0:
                 if str(value) not in known:
                     raise ValueError(f"Unknown category {value!r} for key {key!r}. Categories: {known}.")
-                codes[:, j] = known.index(str(value))
+                constant[j] = known.index(str(value))
                 continue
             values = np.asarray(value).astype(str)
             if len(values) != n:
@@ -174,6 +175,11 @@ class RatioFlow:
             if (lookup < 0).any():
                 unknown = sorted(set(values[lookup < 0]))
                 raise ValueError(f"Unknown categories {unknown} for key {key!r}. Categories: {known}.")
+            per_cell[j] = lookup
+        if not per_cell:  # one row for every cell: a read-only view, no memory per cell
+            return np.broadcast_to(constant, (n, len(constant)))
+        codes = np.tile(constant, (n, 1))
+        for j, lookup in per_cell.items():
             codes[:, j] = lookup
         return codes
 
@@ -184,7 +190,8 @@ class RatioFlow:
             x = get_representation(data, self.use_rep)
         else:
             x = np.asarray(data, dtype=np.float32)
-            if x.ndim != 2 or not np.isfinite(x).all():
+            # Checked in blocks: a mask of the whole array would cost a byte per entry.
+            if x.ndim != 2 or not all(np.isfinite(x[i : i + 65536]).all() for i in range(0, len(x), 65536)):
                 raise ValueError("Pass a finite 2-D array of cells x dimensions, or an AnnData.")
         if self.n_pcs is not None and x.shape[1] >= self.n_pcs:
             x = x[:, : self.n_pcs]
@@ -341,20 +348,24 @@ class RatioFlow:
         """Apply ``score(x_batch, index)`` over batches of cells, memory flat in ``len(x)``."""
         if not self.is_trained:
             warnings.warn("Scoring an untrained RatioFlow; call `.train()` first.", stacklevel=3)
-        outputs = []
+        if len(x) == 0:
+            raise ValueError("No cells to score: the data has 0 rows.")
+        output = None
         bar = tqdm(total=len(x), desc=desc, unit="cells", disable=not settings.progress_bar, leave=False)
         for start in range(0, len(x), batch_size):
             stop = min(start + batch_size, len(x))
-            index = torch.arange(start, stop)
-            outputs.append(score(self._standardise(x[start:stop]), index).cpu().numpy())
+            block = score(self._standardise(x[start:stop]), torch.arange(start, stop)).cpu().numpy()
+            if output is None:
+                output = np.empty((len(x), *block.shape[1:]), dtype=np.float32)
+            output[start:stop] = block
             bar.update(stop - start)
         bar.close()
-        return np.concatenate(outputs).astype(np.float32)
+        return output
 
     def _rows(self, codes: np.ndarray, rows: torch.Tensor | slice) -> torch.Tensor:
         """Encoded conditions of a block of cells, on the network's device."""
         rows = rows.numpy() if isinstance(rows, torch.Tensor) else rows
-        return torch.from_numpy(codes[rows]).to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(codes[rows])).to(self.device)
 
     def log_ratio(
         self,
