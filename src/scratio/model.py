@@ -470,7 +470,7 @@ class RatioFlow:
         n_probes: int = 1,
         rtol: float = 1e-5,
         atol: float = 1e-5,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         random_state: int = 0,
     ) -> pd.DataFrame:
         """``log p(x | key = k, given)`` for every category ``k``, from a single trajectory.
@@ -490,8 +490,12 @@ class RatioFlow:
             Other keys held fixed (a category or per-cell categories each).
         categories
             Subset of the key's categories (default: all).
-        solver, n_steps, divergence, n_probes, rtol, atol, batch_size, random_state
+        solver, n_steps, divergence, n_probes, rtol, atol, random_state
             As in :meth:`log_ratio`.
+        batch_size
+            Cells per block. By default ``512 // (n_categories + 1)`` (at least 8): every cell
+            carries one field per category plus the base, and blocks of about 512 field rows
+            ran fastest (``benchmarks/scale.py``).
 
         Returns
         -------
@@ -501,6 +505,8 @@ class RatioFlow:
         if given and key in given:
             raise ValueError(f"`given` must not fix the compared key {key!r}.")
         categories = list(self.categories[key] if categories is None else categories)
+        if batch_size is None:
+            batch_size = max(8, 512 // (len(categories) + 1))
         x = self._representation(data)
         options = self._solver(solver, n_steps, divergence, n_probes, rtol, atol, random_state)
         base = self.encode(given, len(x))
