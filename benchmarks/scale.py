@@ -1,0 +1,185 @@
+"""Scale: scoring throughput and memory up to 10^6 cells, training throughput, many conditions.
+
+1. Scoring: one model (d = 30, issue-2 data) scores n cells in a fresh process each. The
+   resident memory is read once the cells are in memory, the high-water mark is reset, and the
+   peak while scoring is read after; the growth is compared with the output array (4 bytes a
+   cell).
+2. Training: marginal steps/s at batch 512 and 2048 (the difference of a 100- and a 400-step
+   run, which removes Lightning's start-up).
+3. Many conditions: one key with 32 categories; time to get K = 2, 8, 32 conditional
+   log-likelihoods from one trajectory against K pairwise S1 runs (each category against the
+   unconditional density), and how well the two agree.
+
+    python benchmarks/scale.py          # exact scoring up to 10^5 cells, fast up to 10^6
+    python benchmarks/scale.py --full   # exact scoring at 10^6 cells too (hours on 2 CPU cores)
+"""
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+import scratio as sr
+
+D = 30
+PARTS = ("scoring", "training", "many_conditions")
+MODES = {"exact": {"divergence": "exact"}, "fast": {"divergence": "hutchinson"}}
+
+
+def memory_mib() -> dict[str, float]:
+    """Resident memory now and its high-water mark since the last :func:`reset_peak` (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {key: int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM")}
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # sets VmHWM to the current VmRSS
+
+
+def score_worker(model_dir: str, n_cells: int, mode: str) -> dict:
+    """Runs in its own process: draw ``n_cells`` cells, score them, report time and memory."""
+    model = sr.RatioFlow.load(model_dir)
+    rng = np.random.default_rng(1)
+    cells = rng.standard_normal((n_cells, D), dtype=np.float32)
+    reset_peak()
+    before = memory_mib()["VmRSS"]
+    start = time.perf_counter()
+    ratios = model.log_ratio(cells, numerator={"condition": "shifted"}, denominator={"condition": "reference"},
+                             n_steps=2, **MODES[mode])  # fmt: skip
+    seconds = time.perf_counter() - start
+    peak = memory_mib()["VmHWM"]
+    return {
+        "mode": mode, "n_cells": n_cells, "seconds": round(seconds, 2),
+        "cells_per_second": round(n_cells / seconds, 1),
+        "rss_before_scoring_mib": round(before, 1), "peak_rss_while_scoring_mib": round(peak, 1),
+        "growth_mib": round(peak - before, 1), "output_mib": round(ratios.nbytes / 2**20, 2),
+        "input_mib": round(cells.nbytes / 2**20, 1), "finite": bool(np.isfinite(ratios).all()),
+    }  # fmt: skip
+
+
+def scoring(model_dir: str, sizes: dict[str, list[int]]) -> list[dict]:
+    runs = []
+    for mode, ns in sizes.items():
+        for n in ns:
+            command = [sys.executable, __file__, "--worker", model_dir, str(n), mode]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(output.strip().splitlines()[-1]))
+            print(f"  scoring {runs[-1]}", flush=True)
+    return runs
+
+
+def training_throughput(adata: AnnData, batch_sizes: list[int]) -> list[dict]:
+    rows = []
+    for batch_size in batch_sizes:
+        seconds = {}
+        for steps in (100, 400):
+            model = sr.RatioFlow(adata, condition_keys="condition", width=256, random_state=0)
+            start = time.perf_counter()
+            model.train(steps, batch_size=batch_size, patience=None)
+            seconds[steps] = time.perf_counter() - start
+        rows.append({
+            "batch_size": batch_size, "seconds_100_steps": round(seconds[100], 2),
+            "seconds_400_steps": round(seconds[400], 2),
+            "steps_per_second": round(300 / (seconds[400] - seconds[100]), 1),
+        })  # fmt: skip
+        print(f"  training {rows[-1]}", flush=True)
+    return rows
+
+
+def many_conditions(n_categories: int, ks: list[int], n_cells: int, steps: int) -> list[dict]:
+    """Gaussian clusters at random unit directions x 2, one per category."""
+    rng = np.random.default_rng(0)
+    directions = rng.standard_normal((n_categories, D))
+    means = 2 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(n_categories), 300)
+    adata = AnnData(
+        obs=pd.DataFrame(
+            {"group": pd.Categorical([f"g{k:02d}" for k in labels])},
+            index=[f"cell{i}" for i in range(len(labels))],
+        ),
+        obsm={"X_pca": (means[labels] + rng.standard_normal((len(labels), D))).astype(np.float32)},
+    )
+    model = sr.RatioFlow(adata, condition_keys="group", width=256, random_state=0)
+    model.train(steps, batch_size=1024)
+    cells = adata.obsm["X_pca"][rng.choice(len(labels), n_cells, replace=False)]
+    rows = []
+    for k in ks:
+        categories = model.categories["group"][:k]
+        start = time.perf_counter()
+        one = model.category_log_likelihoods(cells, "group", categories=categories, n_steps=2)
+        one_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        pairwise = np.stack([model.log_ratio(cells, numerator={"group": c}, denominator={}, n_steps=2)
+                             for c in categories], axis=1)  # fmt: skip
+        pairwise_seconds = time.perf_counter() - start
+        # Both give log p(x | k) up to a per-cell constant: compare contrasts to the first category.
+        one_contrast = one.to_numpy() - one.to_numpy()[:, :1]
+        pairwise_contrast = pairwise - pairwise[:, :1]
+        rows.append({
+            "k": k, "n_cells": n_cells, "one_trajectory_seconds": round(one_seconds, 2),
+            "pairwise_s1_seconds": round(pairwise_seconds, 2),
+            "speed_up": round(pairwise_seconds / one_seconds, 2),
+            "contrast_mean_abs_difference": round(float(np.abs(one_contrast - pairwise_contrast)[:, 1:].mean()), 4)
+            if k > 1 else None,
+            "contrast_sd": round(float(pairwise_contrast[:, 1:].std()), 4) if k > 1 else None,
+        })  # fmt: skip
+        print(f"  many conditions {rows[-1]}", flush=True)
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="exact scoring at 10^6 cells too")
+    parser.add_argument("--fast-sizes", type=int, nargs="+", default=[10**4, 10**5, 10**6])
+    parser.add_argument("--exact-sizes", type=int, nargs="+", default=[10**4, 10**5])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--ks", type=int, nargs="+", default=[2, 8, 32])
+    parser.add_argument("--many-cells", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scale.json"))
+    args = parser.parse_args()
+    if args.full:
+        args.exact_sizes = sorted({*args.exact_sizes, 10**6})
+    sr.settings.verbosity = 0
+
+    adata = sr.datasets.shifted_gaussians(10_000, D, direction=np.full(D, 2 / np.sqrt(D)), random_state=0)
+    out = Path(args.out)
+    # A run of some parts replaces those parts of an earlier results file and keeps the others.
+    results = json.loads(out.read_text()) if out.exists() and len(args.parts) < len(PARTS) else {}
+    results.setdefault("setting", {})
+    results["setting"] |= {
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for part in args.parts:
+        results["setting"][part] = vars(args)
+        if part == "scoring":
+            with tempfile.TemporaryDirectory() as model_dir:
+                model = sr.RatioFlow(adata, condition_keys="condition", width=256, random_state=0)
+                model.train(args.steps, batch_size=1024)
+                model.save(model_dir, overwrite=True)
+                results[part] = scoring(model_dir, {"fast": args.fast_sizes, "exact": args.exact_sizes})
+        elif part == "training":
+            results[part] = training_throughput(adata, args.batch_sizes)
+        else:
+            results[part] = many_conditions(max(args.ks), args.ks, args.many_cells, args.steps)
+        out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        sr.settings.verbosity = 0
+        print(json.dumps(score_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
+    else:
+        main()
