@@ -124,7 +124,8 @@ def run_scratio(adata, setting, seed):
         copy=True,
     )  # fmt: skip
     params = result.uns["scratio_da"]["params"]
-    info = {"n_steps": params["n_steps"], "best_step": params["training"].get("best_step")}
+    info = {"n_steps": params["n_steps"], "best_step": params["training"].get("best_step"),
+            "s_min": params["schedule"]["s_min"]}  # fmt: skip
     return result.obs["scratio_da"].to_numpy(np.float64), info
 
 

@@ -118,6 +118,7 @@ def test_da_outputs(da_result, tmp_path):
     assert params["batch_size"] == FAST["batch_size"]
     assert params["solver"] == "rk4"
     assert params["schedule"]["schedule"] == "noise_at_data"
+    assert params["schedule"]["s_min"] == 0.4  # the tool's smoothing, not the model's 0.05
     assert np.isfinite(params["final_loss"])
     assert params["scratio_version"] == sr.__version__
     summary = uns["summary"]

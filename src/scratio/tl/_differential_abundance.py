@@ -25,6 +25,7 @@ def differential_abundance(
     key_added: str = "scratio_da",
     sample_key: str | None = None,
     groupby: str | None = None,
+    s_min: float = 0.4,
     model: RatioFlow | None = None,
     n_steps: int | None = None,
     batch_size: int = 1024,
@@ -62,6 +63,13 @@ def differential_abundance(
         mixture of its samples' densities, so that one large sample does not dominate.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
+    s_min
+        Width of the Gaussian kernel that smooths both densities, in standard deviations of
+        the standardised representation (the noise-at-data schedule's ``s_min``). Abundance
+        is compared at the scale of cell states rather than single cells: on semi-synthetic
+        labels on 700 and 20,000 cells, 0.4 found more differentially abundant cells than the
+        model's default 0.05 at every effect size (benchmarks, section 3). Lower it for a
+        closer fit when there are many cells per condition. Ignored with ``model``.
     {common}
 
     Returns
@@ -117,7 +125,8 @@ def differential_abundance(
     adata = _common.writable(adata, copy)
     model = _common.fit(
         adata, model_keys, use_rep=use_rep, model=model, n_steps=n_steps, batch_size=batch_size,
-        min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs, model_kwargs=model_kwargs,
+        min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs,
+        model_kwargs={"s_min": s_min, **model_kwargs},
     )  # fmt: skip
     options = _common.scoring(solver, solver_steps, divergence, random_state)
     if groups is None:
