@@ -17,13 +17,13 @@ two Gaussians (no learning, float64), which isolates the integration error of ea
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from _common import machine
 from anndata import AnnData
 
 import scratio as sr
@@ -212,11 +212,7 @@ def main():
         exact_fields, cells[: args.n_analytic], solver_grid([1, *args.rk4_steps], args.tolerances)
     )
     results = {
-        "setting": vars(args)
-        | {
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(),
-        },  # fmt: skip
+        "setting": vars(args) | machine(),
         "train_seconds": round(train_seconds, 1),
         "training": model.training_record,
         "learned": runs,

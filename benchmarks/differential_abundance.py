@@ -32,7 +32,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import time
 import warnings
 from importlib.metadata import version
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from _common import add_preset_modes, machine, preset_setting
 from anndata import AnnData
 from scipy.stats import spearmanr
 
@@ -219,9 +219,7 @@ RUNNERS = {"scratio": run_scratio, "meld": run_meld, "mrvi": run_mrvi, "milo": r
 # ----------------------------------------------------------------------------- the driver
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_const", dest="preset", const="quick")
-    mode.add_argument("--full", action="store_const", dest="preset", const="full")
+    add_preset_modes(parser)
     parser.add_argument("--datasets", nargs="+", choices=["pbmc68k", "gaussian"])
     parser.add_argument("--methods", nargs="+", choices=METHODS)
     parser.add_argument("--deltas", type=float, nargs="+", help="pbmc68k deltas")
@@ -234,15 +232,10 @@ def parse_args():
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --out")
     parser.add_argument("--out")
-    parser.set_defaults(preset="quick")
     args = parser.parse_args()
-    setting = dict(PRESETS[args.preset])
-    for key in setting:
-        if getattr(args, key) is not None:
-            setting[key] = getattr(args, key)
+    setting = preset_setting(args, PRESETS)
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     setting |= {
-        "preset": args.preset,
         "n_pcs": args.n_pcs,
         "accelerator": args.accelerator,
         "threads": threads,
@@ -352,7 +345,7 @@ def results(setting, runs, bases):
                     "numpy",
                 )
             },
-            "machine": _cpu_model(),
+            "machine": machine()["machine"],
             "timing": f"wall time per method and run, {setting['threads']} torch thread(s), pydeseq2 one "
             "process; the quick run was pinned to one CPU core (taskset -c 1)",
         },  # fmt: skip
@@ -367,14 +360,6 @@ def results(setting, runs, bases):
         "summary": summary,
         "runs": runs,
     }
-
-
-def _cpu_model():
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    return platform.processor() or platform.machine()
 
 
 def print_tables(final):

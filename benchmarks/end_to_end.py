@@ -11,12 +11,11 @@ trained model.
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from _common import machine
 
 import scratio as sr
 
@@ -83,8 +82,7 @@ def main():
         print(f"  {frontier[-1]}", flush=True)
     frontier += [default, fast]
     results = {
-        "setting": vars(args)
-        | {"torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()},
+        "setting": vars(args) | machine(),
         "train_seconds": round(train_seconds, 2),
         "final_loss": model.training_record["final_loss"],
         "default_scoring": default,

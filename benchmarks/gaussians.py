@@ -10,12 +10,9 @@ test cells), the wall time of each estimator and the training budget.
 """
 
 import json
-import platform
-import time
 
 import numpy as np
-import torch
-from _presets import parse_setting
+from _common import machine, parse_setting, timed_log_ratio, train_timed
 
 import scratio as sr
 
@@ -45,25 +42,14 @@ def main():
                     setting["n_test"], d, loc=loc, random_state=10_000 + seed
                 )
                 truth = test.obs["true_log_ratio"].to_numpy()
-                start = time.perf_counter()
-                model = sr.RatioFlow(train, use_rep="X_pca", condition_keys="condition",
-                                     width=setting["width"], random_state=seed)  # fmt: skip
-                model.train(setting["steps"], batch_size=setting["batch_size"],
-                            validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip
-                train_seconds = time.perf_counter() - start
-                record = model.training_record
+                model, training = train_timed(train, setting, seed)
                 run = {
-                    "loc": loc, "d": d, "seed": seed,
-                    "train_seconds": round(train_seconds, 2), "steps_trained": record["steps_trained"],
-                    "best_step": record["best_step"], "final_loss": round(record["final_loss"], 4),
+                    "loc": loc, "d": d, "seed": seed, **training,
                     "truth_variance": round(float(truth.var()), 3),
                     "estimators": {},
                 }  # fmt: skip
                 for method in ("s1", "s2", "naive"):
-                    start = time.perf_counter()
-                    estimate = model.log_ratio(test, numerator=numerator, denominator=denominator, method=method,
-                                               n_steps=setting["solver_steps"], divergence="exact")  # fmt: skip
-                    seconds = time.perf_counter() - start
+                    estimate, seconds = timed_log_ratio(model, test, numerator, denominator, method, setting)
                     run["estimators"][method] = {
                         "mse": round(float(((estimate - truth) ** 2).mean()), 4),
                         "seconds": round(seconds, 2),
@@ -72,8 +58,8 @@ def main():
                 runs.append(run)
                 e = run["estimators"]
                 print(
-                    f"loc {loc:g} d {d:2d} seed {seed}: train {train_seconds:.1f}s ({record['steps_trained']} steps, "
-                    f"best {record['best_step']}) | MSE S1 {e['s1']['mse']} S2 {e['s2']['mse']} naive {e['naive']['mse']} "
+                    f"loc {loc:g} d {d:2d} seed {seed}: train {run['train_seconds']}s ({run['steps_trained']} steps, "
+                    f"best {run['best_step']}) | MSE S1 {e['s1']['mse']} S2 {e['s2']['mse']} naive {e['naive']['mse']} "
                     f"| s {e['s1']['seconds']}/{e['s2']['seconds']}/{e['naive']['seconds']} | ref {REFERENCE_MSE.get(d)}",
                     flush=True,
                 )
@@ -106,11 +92,7 @@ def _results(setting, runs):
             row["reference_mse_loc_unspecified"] = REFERENCE_MSE.get(d)
             summary.append(row)
     return {
-        "setting": setting
-        | {
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(),
-        },  # fmt: skip
+        "setting": setting | machine(),
         "reference": {
             "mse_by_d": REFERENCE_MSE,
             "note": "reference implementation, learned field + score (Gaussian ablation); loc unspecified",

@@ -11,12 +11,9 @@ model targets with s_min > 0.
 """
 
 import json
-import platform
-import time
 
 import numpy as np
-import torch
-from _presets import parse_setting
+from _common import machine, parse_setting, timed_log_ratio, train_timed
 
 import scratio as sr
 
@@ -58,28 +55,18 @@ def main():
             mi = float(test.uns["simulation"]["mutual_information"])
             rho = float(test.uns["simulation"]["rho"])
             truth = test.obs["true_log_ratio"].to_numpy()
-            start = time.perf_counter()
-            model = sr.RatioFlow(train, use_rep="X_pca", condition_keys="condition",
-                                 width=setting["width"], random_state=seed)  # fmt: skip
-            model.train(setting["steps"], batch_size=setting["batch_size"],
-                        validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip
-            train_seconds = time.perf_counter() - start
-            record = model.training_record
+            model, training = train_timed(train, setting, seed)
             run = {
                 "d": d, "seed": seed, "mutual_information": mi, "n_test_p": int(test.n_obs),
                 "smoothed_mutual_information": round(smoothed_mutual_information(d, rho, model.path.s_min), 4)
                 if hasattr(model.path, "s_min") else None,
                 "sample_mean_true_log_ratio": round(float(truth.mean()), 4),
                 "monte_carlo_error": round(abs(float(truth.mean()) - mi), 4),
-                "train_seconds": round(train_seconds, 2), "steps_trained": record["steps_trained"],
-                "best_step": record["best_step"], "final_loss": round(record["final_loss"], 4),
+                **training,
                 "estimators": {},
             }  # fmt: skip
             for method in ("s1", "s2"):
-                start = time.perf_counter()
-                estimate = model.log_ratio(test, numerator=numerator, denominator=denominator, method=method,
-                                           n_steps=setting["solver_steps"], divergence="exact")  # fmt: skip
-                seconds = time.perf_counter() - start
+                estimate, seconds = timed_log_ratio(model, test, numerator, denominator, method, setting)
                 run["estimators"][method] = {
                     "mi_estimate": round(float(estimate.mean()), 4),
                     "abs_error": round(abs(float(estimate.mean()) - mi), 4),
@@ -91,8 +78,8 @@ def main():
             e = run["estimators"]
             print(
                 f"d {d:3d} seed {seed}: MI {mi:g} (smoothed {run['smoothed_mutual_information']}, sample "
-                f"{run['sample_mean_true_log_ratio']}) | train {train_seconds:.1f}s ({record['steps_trained']} steps, "
-                f"best {record['best_step']}) | S1 {e['s1']['mi_estimate']} (err {e['s1']['abs_error']}, "
+                f"{run['sample_mean_true_log_ratio']}) | train {run['train_seconds']}s ({run['steps_trained']} steps, "
+                f"best {run['best_step']}) | S1 {e['s1']['mi_estimate']} (err {e['s1']['abs_error']}, "
                 f"{e['s1']['seconds']}s) S2 {e['s2']['mi_estimate']} (err {e['s2']['abs_error']}, {e['s2']['seconds']}s)",
                 flush=True,
             )
@@ -122,11 +109,7 @@ def _results(setting, runs):
         row["paper_abs_error_rho_0.8"] = {name: errors.get(d) for name, errors in PAPER.items()}
         summary.append(row)
     return {
-        "setting": setting
-        | {
-            "torch_threads": torch.get_num_threads(),
-            "machine": platform.processor() or platform.machine(),
-        },  # fmt: skip
+        "setting": setting | machine(),
         "target_abs_error_d_le_80": TARGET,
         "paper_abs_error": {
             "note": "paper Tab. 1, scored against rho = 0.8 (offset (d/4)(ln(1/0.36) - 1))",

@@ -16,7 +16,6 @@
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
+from _common import machine
 from anndata import AnnData
 
 import scratio as sr
@@ -157,10 +156,7 @@ def main():
     # A run of some parts replaces those parts of an earlier results file and keeps the others.
     results = json.loads(out.read_text()) if out.exists() and len(args.parts) < len(PARTS) else {}
     results.setdefault("setting", {})
-    results["setting"] |= {
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.processor() or platform.machine(),
-    }
+    results["setting"] |= machine()
     out.parent.mkdir(parents=True, exist_ok=True)
     for part in args.parts:
         results["setting"][part] = vars(args)

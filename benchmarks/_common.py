@@ -1,0 +1,88 @@
+"""Shared by the benchmark scripts: the --quick/--full command line, machine facts, timed runs."""
+
+import argparse
+import contextlib
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import scratio as sr
+
+
+def add_preset_modes(parser: argparse.ArgumentParser) -> None:
+    """``--quick`` (the default) or ``--full``, stored as ``args.preset``."""
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", dest="preset", const="quick")
+    mode.add_argument("--full", action="store_const", dest="preset", const="full")
+    parser.set_defaults(preset="quick")
+
+
+def preset_setting(args: argparse.Namespace, presets: dict) -> dict:
+    """The chosen preset, with every key given on the command line replacing the preset's value."""
+    setting = dict(presets[args.preset])
+    for key in setting:
+        if getattr(args, key, None) is not None:
+            setting[key] = getattr(args, key)
+    return setting | {"preset": args.preset}
+
+
+def parse_setting(description: str, presets: dict, name: str, grids: dict[str, type]):
+    """Parse the command line into ``(setting, output path)``.
+
+    ``grids`` names the preset's list-valued keys (with their element type) besides ``seeds``;
+    every other preset key is a single integer that may be overridden.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    add_preset_modes(parser)
+    parser.add_argument("--seeds", type=int, nargs="+")
+    for key, kind in grids.items():
+        parser.add_argument(f"--{key}", type=kind, nargs="+")
+    for key in ("n_train", "n_test", "steps", "batch_size", "width"):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int)
+    parser.add_argument("--solver-steps", type=int, default=2)
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    setting = preset_setting(args, presets)
+    setting |= {"solver": "rk4", "solver_steps": args.solver_steps, "divergence": "exact",
+                "validation_fraction": args.validation_fraction, "accelerator": args.accelerator}  # fmt: skip
+    out = Path(args.out or Path(__file__).parent / "results" / f"{name}_{args.preset}.json")
+    return setting, out
+
+
+def machine() -> dict:
+    """The CPU model and the number of torch threads, recorded with every result."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
+                break
+    return {"torch_threads": torch.get_num_threads(), "machine": cpu}
+
+
+def train_timed(adata, setting: dict, seed: int):
+    """A ``RatioFlow`` on ``obs["condition"]`` trained with the preset's budget, and its training facts."""
+    start = time.perf_counter()
+    model = sr.RatioFlow(
+        adata, use_rep="X_pca", condition_keys="condition", width=setting["width"], random_state=seed
+    )
+    model.train(setting["steps"], batch_size=setting["batch_size"],
+                validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip
+    record = model.training_record
+    return model, {
+        "train_seconds": round(time.perf_counter() - start, 2), "steps_trained": record["steps_trained"],
+        "best_step": record["best_step"], "final_loss": round(record["final_loss"], 4),
+    }  # fmt: skip
+
+
+def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str, setting: dict):
+    """``(estimate, seconds)`` of one estimator with the preset's solver (exact divergence, rk4)."""
+    start = time.perf_counter()
+    estimate = model.log_ratio(data, numerator=numerator, denominator=denominator, method=method,
+                               n_steps=setting["solver_steps"], divergence=setting["divergence"])  # fmt: skip
+    return estimate, time.perf_counter() - start
