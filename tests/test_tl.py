@@ -387,6 +387,7 @@ BAD_DA = {
         r"fewer than 10 cells: \{'treated': 4\}.*min_cells",
     ),
     "existing column": (_bad_existing_column, {}, ValueError, r"'scratio_da'.*already exists.*key_added"),
+    "smoothing out of range": (None, {"s_min": 1.0}, ValueError, r"`s_min` must lie in \[0, 1\), got 1.0"),
 }
 
 
