@@ -11,11 +11,14 @@ data allow:
    same training cells (the true model family, so no estimator without further assumptions does
    better by much): per-condition means and covariances, a pooled covariance, or the means alone
    (the covariance known). Repeated at 4x and 16x the cells.
-3. **Cheap solvers.** Integration error on the closed-form fields for Euler, midpoint and rk4
+3. **Training settings.** With ``--variants``, the decomposition for other training settings
+   (condition dropout, embedding size, separate heads, EMA, weight decay, learning rate, batch).
+4. **Cheap solvers.** Integration error on the closed-form fields for Euler, midpoint and rk4
    with 1-8 steps.
 
     python benchmarks/estimator_error.py                       # writes results/estimator_error.json
     python benchmarks/estimator_error.py --steps 2000 --seeds 0
+    python benchmarks/estimator_error.py --steps 2000 --variants all --seeds 0 --out benchmarks/results/estimator_error_variants_seed0.json
 """
 
 import argparse
@@ -33,6 +36,17 @@ import scratio as sr
 from scratio.core import GaussianConditionalField, SolverOptions, ode
 
 ESTIMATORS = ("s1", "s2", "naive")
+# Training settings tried against the default: (RatioFlow keywords, train keywords).
+VARIANTS = {
+    "default": ({}, {}),
+    "p_drop=0.5": ({}, {"p_drop": 0.5}),
+    "condition_dim=4": ({"condition_dim": 4}, {}),
+    "head_layers=1": ({"head_layers": 1}, {}),
+    "ema_decay=0.999": ({}, {"ema_decay": 0.999}),
+    "weight_decay=0.01": ({}, {"weight_decay": 1e-2}),
+    "lr=0.002": ({}, {"lr": 2e-3}),
+    "batch_size=2048": ({}, {"batch_size": 2048}),
+}
 
 
 class MixedField(torch.nn.Module):
@@ -134,6 +148,9 @@ def main():
     parser.add_argument("--steps", type=int, nargs="+", default=[2000, 6000])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--solver-steps", type=int, default=2)
+    parser.add_argument(
+        "--variants", nargs="+", default=["default"], help=f"training settings, or all: {list(VARIANTS)}"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "estimator_error.json"))
     args = parser.parse_args()
     sr.settings.verbosity = 0
@@ -144,17 +161,23 @@ def main():
     cells = gaussian_pair(args.n_eval, np.eye(d), mean, seed=1).obsm["X_pca"]
     options = SolverOptions(method="rk4", n_steps=args.solver_steps)
 
+    variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     models = []
-    for steps in args.steps:
-        for seed in args.seeds:
-            print(f"training {steps} steps, seed {seed}", flush=True)
-            start = time.perf_counter()
-            model = sr.RatioFlow(adata, condition_keys="condition", width=256, random_state=seed)
-            model.train(steps, batch_size=1024)
-            models.append({
-                "steps": steps, "seed": seed, "train_seconds": round(time.perf_counter() - start, 1),
-                "runs": decomposition(model, cells, mean, options),
-            })  # fmt: skip
+    for variant in variants:
+        model_options, train_options = VARIANTS[variant]
+        for steps in args.steps:
+            for seed in args.seeds:
+                print(f"training {variant}, {steps} steps, seed {seed}", flush=True)
+                start = time.perf_counter()
+                model = sr.RatioFlow(
+                    adata, condition_keys="condition", width=256, random_state=seed, **model_options
+                )
+                model.train(steps, **({"batch_size": 1024} | train_options))
+                models.append({
+                    "variant": variant, "steps": steps, "seed": seed,
+                    "train_seconds": round(time.perf_counter() - start, 1),
+                    "runs": decomposition(model, cells, mean, options),
+                })  # fmt: skip
     path = model.path  # every model shares the default path
     floor = {}
     for factor in (1, 4, 16):
