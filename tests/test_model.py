@@ -17,6 +17,12 @@ def test_s1_matches_closed_form(fixture, request):
     assert r_squared(estimate, truth) >= 0.9
 
 
+def test_weight_average_forgets_the_initial_weights():
+    # Without the warm-up of the decay, 0.999^600 = 55% of the average would be random weights.
+    adata, truth, model = trained_pair(2000, 2, n_steps=600, ema_decay=0.999)
+    assert r_squared(model.log_ratio(numerator=SHIFTED, denominator=REFERENCE), truth) >= 0.9
+
+
 def test_estimators_agree(trained_10d):
     adata, truth, model = trained_10d
     cells = adata[:500]

@@ -241,7 +241,10 @@ class RatioFlow:
             Probability of dropping each condition key of each cell to null, which teaches
             the marginal fields (``p(x | label)``, ``p(x)``) used as denominators.
         ema_decay
-            Keep an exponential moving average of the weights (e.g. ``0.999``) and use it.
+            Keep an exponential moving average of the weights (e.g. ``0.999``) and use it
+            instead of the best validated weights. The decay warms up as
+            ``min(ema_decay, (1 + step) / (10 + step))`` so that the random initial weights
+            leave the average.
         score_weight
             Weight of the score loss against the velocity loss.
         validation_fraction

@@ -83,7 +83,8 @@ class FlowMatchingModule(L.LightningModule):
     p_drop
         Probability of replacing each condition key of each sample by null.
     ema_decay
-        If given, an exponential moving average of the weights replaces them at the end.
+        If given, an exponential moving average of the weights replaces them at the end. Its
+        decay warms up as ``min(ema_decay, (1 + step) / (10 + step))``.
     score_weight
         Weight of the score loss.
     seed
@@ -177,8 +178,18 @@ class FlowMatchingModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:  # noqa: D102
         if self._ema is not None:
             torch._foreach_lerp_(
-                self._ema, [p.detach() for p in self.network.parameters()], 1 - self.ema_decay
+                self._ema,
+                [p.detach() for p in self.network.parameters()],
+                1 - self.ema_decay_at(self.global_step),
             )
+
+    def ema_decay_at(self, step: int) -> float:
+        """Decay of the weight average after ``step`` steps: ``min(ema_decay, (1 + step) / (10 + step))``.
+
+        The warm-up lets the average forget the random initial weights, which a constant 0.999
+        would keep at 0.999^2000 = 13% of it after 2,000 steps.
+        """
+        return min(self.ema_decay, (1 + step) / (10 + step))
 
     def on_train_end(self) -> None:
         """Use the averaged weights (with ``ema_decay``), else the best validated ones if any."""
