@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import machine
-from cost_frontier import gaussian_pair
+from cost_frontier import analytic_frontier, gaussian_pair
 from scipy.stats import multivariate_normal
 
 import scratio as sr
@@ -120,25 +120,16 @@ def gaussian_fit_floor(n_obs: int, mean: np.ndarray, cells: np.ndarray, s_min: f
 
 
 def cheap_solvers(mean, cells, path, steps=(1, 2, 4, 8)):
-    """Integration error alone: every estimator on the closed-form fields (float64)."""
+    """Integration error alone: every estimator on the closed-form fields (float64), with
+    section 4's grid runner. Code 0 is the shifted condition there."""
     d = len(mean)
-    field = GaussianConditionalField(np.stack([np.zeros(d), mean]), np.stack([np.eye(d)] * 2), path)
-    x = torch.as_tensor(cells, dtype=torch.float64)
-    truth = field.log_prob(x, 1) - field.log_prob(x, 0)
-    numerator, denominator, null = (torch.full((len(x), 1), k) for k in (1, 0, 2))
-    rows = []
-    for solver in ("euler", "midpoint", "rk4"):
-        for n_steps in steps:
-            options = SolverOptions(method=solver, n_steps=n_steps)
-            row = {"solver": solver, "n_steps": n_steps}
-            for estimator in ESTIMATORS:
-                estimate = ode.log_ratio(
-                    field, x, numerator, denominator, estimator=estimator, null=null, options=options
-                )
-                row[estimator] = float(((estimate - truth) ** 2).mean())
-            rows.append(row)
-            print(f"  {row}", flush=True)
-    return rows
+    field = GaussianConditionalField(np.stack([mean, np.zeros(d)]), np.stack([np.eye(d)] * 2), path)
+    grid = [
+        (f"{solver} {n}", {"solver": solver, "n_steps": n})
+        for solver in ("euler", "midpoint", "rk4")
+        for n in steps
+    ]
+    return analytic_frontier(field, cells, grid)
 
 
 def main():
