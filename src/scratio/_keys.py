@@ -1,0 +1,56 @@
+"""The names that ``tl`` writes and ``pl`` reads: each tool, its default ``key_added`` and the ``uns`` layout.
+
+One module holds the contract, so a tool and its plots cannot drift apart (as cellrank's
+``Key`` class does for its results).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A :mod:`scratio.tl` tool as the results see it.
+
+    Parameters
+    ----------
+    name
+        The function's name in :mod:`scratio.tl`, recorded as ``params["tool"]``.
+    key_added
+        Its default ``key_added``.
+    """
+
+    name: str
+    key_added: str
+
+    def __str__(self) -> str:
+        return f"sr.tl.{self.name}"
+
+
+DIFFERENTIAL_ABUNDANCE = Tool("differential_abundance", "scratio_da")
+BATCH_EFFECT_SCORE = Tool("batch_effect_score", "scratio_batch")
+COMBINATION_EFFECT = Tool("combination_effect", "scratio_combination")
+DONOR_RESPONSE = Tool("donor_response", "scratio_donor")
+TOOLS = {tool.name: tool for tool in (DIFFERENTIAL_ABUNDANCE, BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE)}
+
+
+class Uns:
+    """Entries of ``adata.uns[key_added]``."""
+
+    #: What reproduces the call: the tool, its keys and categories, the model, training and scoring.
+    PARAMS = "params"
+    #: The tool's main table.
+    SUMMARY = "summary"
+    #: Differential abundance per ``groupby`` group.
+    GROUPBY_SUMMARY = "groupby_summary"
+    #: Batch effect: the overall mean ``|log r|``.
+    SCORE = "score"
+
+
+class Params:
+    """Entries of ``adata.uns[key_added]["params"]`` that plots and users read."""
+
+    TOOL = "tool"
+    #: The ``adata.obs`` columns written, one per target.
+    COLUMNS = "columns"
