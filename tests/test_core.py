@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from scratio.core import GaussianConditionalField, GaussianPath, SolverOptions, ode
+from scratio.core import GaussianConditionalField, GaussianPath, Solver, ode
 from scratio.core.network import ConditionalFlowNet, TimeFeatures
 
 PATHS = [GaussianPath(), GaussianPath(s_min=0.1), GaussianPath(s_path=0.2)]
@@ -76,7 +76,7 @@ def gaussian_field(kind: str, path: GaussianPath, d: int):
 
 
 CODES = {k: torch.full((64, 1), k) for k in range(3)}  # 0: numerator, 1: denominator, 2: null
-TIGHT = SolverOptions(method="rk4", n_steps=60)
+TIGHT = Solver(method="rk4", n_steps=60)
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
@@ -87,15 +87,15 @@ def test_engine_reproduces_closed_form_log_ratios(path, kind):
     truth = field.log_prob(x, 0) - field.log_prob(x, 1)
     for estimator in ("s1", "s2", "naive"):
         estimate = ode.log_ratio(
-            field, x, CODES[0], CODES[1], estimator=estimator, null=CODES[2], options=TIGHT
+            field, x, CODES[0], CODES[1], estimator=estimator, base=CODES[2], solver=TIGHT
         )
         assert (estimate - truth).abs().max() < 1e-4, estimator
     ratios, base_log_density = ode.category_log_ratios(
-        field, x, [CODES[0], CODES[1]], CODES[2], options=TIGHT
+        field, x, [CODES[0], CODES[1]], CODES[2], solver=TIGHT
     )
     assert (ratios[:, 0] - ratios[:, 1] - truth).abs().max() < 1e-4
     assert (base_log_density - field.log_prob(x)).abs().max() < 1e-4
-    log_density = ode.log_likelihood(field, x, CODES[0], options=TIGHT)
+    log_density = ode.log_likelihood(field, x, CODES[0], solver=TIGHT)
     assert (log_density - field.log_prob(x, 0)).abs().max() < 1e-4
 
 
@@ -104,7 +104,7 @@ def test_adaptive_solver_is_accurate_on_closed_form():
     x = torch.randn(64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     truth = field.log_prob(x, 0) - field.log_prob(x, 1)
     estimate = ode.log_ratio(
-        field, x, CODES[0], CODES[1], options=SolverOptions(method="dopri5", rtol=1e-7, atol=1e-7)
+        field, x, CODES[0], CODES[1], solver=Solver(method="dopri5", rtol=1e-7, atol=1e-7)
     )
     assert (estimate - truth).abs().max() < 1e-4
 
@@ -113,15 +113,15 @@ def test_hutchinson_is_unbiased_and_batch_independent():
     field = gaussian_field("mutual_information", GaussianPath(), 6)
     x = torch.randn(64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     truth = field.log_prob(x, 0) - field.log_prob(x, 1)
-    one_probe = SolverOptions(n_steps=20, divergence="hutchinson", n_probes=1)
-    single = ode.log_ratio(field, x, CODES[0], CODES[1], options=one_probe)
+    one_probe = Solver(n_steps=20, divergence="hutchinson", n_probes=1)
+    single = ode.log_ratio(field, x, CODES[0], CODES[1], solver=one_probe)
     assert (single - truth).abs().max() > 1e-3  # a single probe is noisy on a non-diagonal Jacobian
-    many = SolverOptions(n_steps=20, divergence="hutchinson", n_probes=256)
-    averaged = ode.log_ratio(field, x, CODES[0], CODES[1], options=many)
+    many = Solver(n_steps=20, divergence="hutchinson", n_probes=256)
+    averaged = ode.log_ratio(field, x, CODES[0], CODES[1], solver=many)
     assert (averaged - truth).pow(2).mean() < 0.1 * (single - truth).pow(2).mean()
     # Probes follow the cell's global index: scoring a cell alone gives the same number.
     alone = ode.log_ratio(
-        field, x[5:6], CODES[0][:1], CODES[1][:1], options=one_probe, index=torch.tensor([5])
+        field, x[5:6], CODES[0][:1], CODES[1][:1], solver=one_probe, index=torch.tensor([5])
     )
     torch.testing.assert_close(alone[0], single[5])
 
@@ -130,7 +130,7 @@ def test_sampling_pushes_noise_to_the_condition():
     field = gaussian_field("shifted", GaussianPath(), 3)
     noise = torch.randn(4000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     samples = ode.sample(
-        field, torch.zeros(4000, 1, dtype=torch.long), noise, options=SolverOptions(n_steps=20)
+        field, torch.zeros(4000, 1, dtype=torch.long), noise, solver=Solver(n_steps=20)
     )
     np.testing.assert_allclose(samples.mean(0).numpy(), 1.5, atol=0.06)
     np.testing.assert_allclose(samples.std(0).numpy(), 1.0, atol=0.05)
@@ -138,7 +138,7 @@ def test_sampling_pushes_noise_to_the_condition():
 
 def test_solver_options_validate():
     with pytest.raises(ValueError, match="Unknown divergence 'trace'"):
-        SolverOptions(divergence="trace")
+        Solver(divergence="trace")
     with pytest.raises(ValueError, match="Unknown estimator 's3'"):
         ode.log_ratio(None, torch.zeros(1, 2), CODES[0][:1], CODES[1][:1], estimator="s3")
 
@@ -149,7 +149,7 @@ def test_evaluate_returns_exact_divergences_for_both_field_kinds():
     x = torch.randn(6, 4, dtype=torch.float64)
     t = torch.tensor(0.4, dtype=torch.float64)
     codes = (torch.zeros(6, 1, dtype=torch.long), torch.full((6, 1), 2))
-    probes = SolverOptions().probes(4, torch.arange(6))
+    probes = Solver().probes(4, torch.arange(6))
     for field in (net, lambda y, s, c: net(y, s, c)):  # explicit forward mode, and torch.func
         velocities, scores, quadratic = ode.evaluate(field, x, t, codes, probes)
         for code, v, s, q in zip(codes, velocities, scores, quadratic, strict=True):

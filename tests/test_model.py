@@ -26,9 +26,9 @@ def test_weight_average_forgets_the_initial_weights():
 def test_estimators_agree(trained_10d):
     adata, truth, model = trained_10d
     cells = adata[:500]
-    s1 = model.log_ratio(cells, SHIFTED, REFERENCE, method="s1")
-    s2 = model.log_ratio(cells, SHIFTED, REFERENCE, method="s2")
-    naive = model.log_ratio(cells, SHIFTED, REFERENCE, method="naive")
+    s1 = model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s1")
+    s2 = model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s2")
+    naive = model.log_ratio(cells, SHIFTED, REFERENCE, estimator="naive")
     scale = truth[:500].std()
     for other in (s2, naive):
         assert np.sqrt(np.mean((s1 - other) ** 2)) < 0.25 * scale
@@ -48,7 +48,7 @@ def test_many_condition_form_equals_pairwise_s2(trained_10d):
     assert sorted(log_likelihoods.columns) == ["reference", "shifted"]
     assert list(log_likelihoods.index) == list(cells.obs_names)
     from_one_trajectory = (log_likelihoods["shifted"] - log_likelihoods["reference"]).to_numpy()
-    pairwise = model.log_ratio(cells, SHIFTED, REFERENCE, method="s2")
+    pairwise = model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s2")
     np.testing.assert_allclose(from_one_trajectory, pairwise, atol=2e-3)
 
 

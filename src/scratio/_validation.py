@@ -29,14 +29,22 @@ def get_representation(adata: AnnData, use_rep: str) -> np.ndarray:
         raise ValueError(
             f"Representation {use_rep!r} must be a 2-D array with at least one column, got shape {x.shape}."
         )
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))
+    rows = nonfinite_rows(x)
+    if len(rows):
         raise ValueError(
             f"Representation {use_rep!r} has NaN or inf in {len(rows)} cells (first: {list(adata.obs_names[rows[:3]])}). "
             "Remove those cells or recompute the embedding."
         )
     return x
+
+
+def nonfinite_rows(x: np.ndarray, block: int = 65536) -> np.ndarray:
+    """Indices of the rows of ``x`` with NaN or inf, checked in blocks (a full mask costs a byte per entry)."""
+    rows = [
+        start + np.flatnonzero(~np.isfinite(x[start : start + block]).all(axis=1))
+        for start in range(0, len(x), block)
+    ]
+    return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
 def check_variance(x: np.ndarray, use_rep: str) -> None:
@@ -73,11 +81,7 @@ def check_categories(
 ) -> list[str]:
     """Categories of one condition key, checked for count and size; returns them as strings."""
     categories = [str(c) for c in values.categories]
-    for category in required:
-        if str(category) not in categories:
-            raise ValueError(
-                f"Category {category!r} not found in `adata.obs[{key!r}]`. Categories: {categories}. Pass one of these."
-            )
+    check_required(categories, key, required)
     if len(categories) < 2:
         raise ValueError(
             f"`adata.obs[{key!r}]` has a single category ({categories}); a ratio needs at least two conditions. "
@@ -91,3 +95,13 @@ def check_categories(
             "Merge or drop them, or lower `min_cells`."
         )
     return categories
+
+
+def check_required(categories: Sequence[str], key: str, required: Sequence[str]) -> None:
+    """Raise a :class:`ValueError` naming the first of ``required`` that is not among ``categories``."""
+    for category in required:
+        if str(category) not in categories:
+            raise ValueError(
+                f"Category {category!r} not found in `adata.obs[{key!r}]`. Categories: {list(categories)}. "
+                "Pass one of these."
+            )

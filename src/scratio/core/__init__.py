@@ -1,7 +1,13 @@
-"""The flow core: paths, network, training module and log-ratio ODEs. Tensors only, no AnnData."""
+"""The flow core: paths, network, training and log-ratio ODEs. Tensors only, no AnnData."""
 
 from . import ode
 from .analytic import GaussianConditionalField
 from .network import ConditionalFlowNet
-from .ode import SolverOptions, category_log_ratios, evaluate, log_likelihood, log_ratio, sample
+from .ode import ESTIMATORS, Solver, category_log_ratios, evaluate, log_likelihood, log_ratio, sample
 from .paths import GaussianPath
+
+
+def __getattr__(name: str):
+    if name == "SolverOptions":  # the 0.1 name, with its warning
+        return ode.SolverOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

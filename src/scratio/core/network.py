@@ -102,6 +102,15 @@ class ConditionalFlowNet(nn.Module):
         if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
         self.n_dims = n_dims
+        #: The keyword arguments that rebuild this network (saved with a model).
+        self.config = {
+            "width": width,
+            "n_layers": n_layers,
+            "head_layers": head_layers,
+            "condition_dim": condition_dim,
+            "n_frequencies": n_frequencies,
+            "activation": activation,
+        }
         self.time_features = TimeFeatures(n_frequencies)
         self.conditions = ConditionEmbedding(n_categories, condition_dim)
         n_in = n_dims + self.time_features.dim + self.conditions.dim

@@ -21,16 +21,21 @@ import torch
 from torch.func import jvp, vmap
 from torchdiffeq import odeint
 
+from scratio._deprecation import renamed_keywords
+
 Field = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-FIXED_STEP_METHODS = ("euler", "midpoint", "rk4", "explicit_adams", "implicit_adams")
+FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+#: How a log-ratio is integrated: along the numerator's field, along a base field, or as two likelihoods.
 ESTIMATORS = ("s1", "s2", "naive")
+#: How the divergence of the velocity is taken.
 DIVERGENCES = ("exact", "hutchinson")
 
 
 @dataclass(frozen=True)
-class SolverOptions:
-    """How to integrate and how to take divergences.
+class Solver:
+    """How to integrate and how to take divergences: one object for every scoring function.
 
     Parameters
     ----------
@@ -61,8 +66,11 @@ class SolverOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        methods = FIXED_STEP_METHODS + ADAPTIVE_METHODS
+        if self.method not in methods:
+            raise ValueError(f"Unknown solver {self.method!r}; choose one of {list(methods)}.")
         if self.divergence not in DIVERGENCES:
-            raise ValueError(f"Unknown divergence {self.divergence!r}; choose one of {DIVERGENCES}.")
+            raise ValueError(f"Unknown divergence {self.divergence!r}; choose one of {list(DIVERGENCES)}.")
         if self.n_steps < 1 or self.n_probes < 1:
             raise ValueError("`n_steps` and `n_probes` must be positive integers.")
 
@@ -143,6 +151,7 @@ def evaluate(
     return velocity.split(n), score.split(n), quadratic.split(n)
 
 
+@renamed_keywords(null="base", options="solver")
 def log_ratio(
     field: Field,
     x: torch.Tensor,
@@ -150,8 +159,8 @@ def log_ratio(
     denominator: torch.Tensor,
     *,
     estimator: str = "s1",
-    null: torch.Tensor | None = None,
-    options: SolverOptions = SolverOptions(),
+    base: torch.Tensor | None = None,
+    solver: Solver = Solver(),
     index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``log p(x | numerator) - log p(x | denominator)`` for each row of ``x``.
@@ -165,12 +174,12 @@ def log_ratio(
     numerator, denominator
         ``(n, n_keys)`` condition codes.
     estimator
-        ``"s1"`` simulates the numerator's field, ``"s2"`` the field of ``null`` (required
-        then; usually every key set to null), ``"naive"`` integrates two separate CNF
-        likelihoods and subtracts them.
-    null
-        Codes of the simulating condition for ``"s2"``.
-    options
+        One of :data:`ESTIMATORS`: ``"s1"`` simulates the numerator's field, ``"s2"`` the field
+        of ``base`` (required then; usually every key set to null), ``"naive"`` integrates two
+        separate CNF likelihoods and subtracts them.
+    base
+        Codes of the condition whose field the trajectory follows, for ``"s2"``.
+    solver
         Solver and divergence settings.
     index
         Global positions of the rows, for batch-independent Hutchinson probes.
@@ -180,26 +189,26 @@ def log_ratio(
     index = torch.arange(len(x)) if index is None else index
     if estimator == "naive":
         both = log_likelihood(
-            field, x.repeat(2, 1), torch.cat([numerator, denominator]), options=options, index=index.repeat(2)
+            field, x.repeat(2, 1), torch.cat([numerator, denominator]), solver=solver, index=index.repeat(2)
         )
         return both[: len(x)] - both[len(x) :]
-    if estimator == "s2" and null is None:
-        raise ValueError("The S2 estimator needs the codes of the simulating (null) condition.")
-    probes = options.probes(x.shape[1], index)
-    codes = (numerator, denominator) if estimator == "s1" else (numerator, denominator, null)
+    if estimator == "s2" and base is None:
+        raise ValueError("The S2 estimator needs the codes of the `base` condition whose field it follows.")
+    probes = solver.probes(x.shape[1], index)
+    codes = (numerator, denominator) if estimator == "s1" else (numerator, denominator, base)
 
     def rhs(t, state):
-        (v_num, v_den, *v_null), (s_num, s_den, *_), (q_num, q_den, *_) = evaluate(
+        (v_num, v_den, *v_base), (s_num, s_den, *_), (q_num, q_den, *_) = evaluate(
             field, state[0], t, codes, probes
         )
         divergence = q_den - q_num
         if estimator == "s1":
             return v_num, divergence - (s_den * (v_num - v_den)).sum(-1)
-        drift = v_null[0]
+        drift = v_base[0]
         return drift, divergence + (s_num * (drift - v_num)).sum(-1) - (s_den * (drift - v_den)).sum(-1)
 
     with torch.no_grad():
-        _, a0 = options.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
+        _, a0 = solver.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
     return -a0
 
 
@@ -208,34 +217,36 @@ def standard_normal_log_density(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z**2).sum(-1) - 0.5 * z.shape[-1] * math.log(2 * math.pi)
 
 
+@renamed_keywords(options="solver")
 def log_likelihood(
     field: Field,
     x: torch.Tensor,
     codes: torch.Tensor,
     *,
-    options: SolverOptions = SolverOptions(),
+    solver: Solver = Solver(),
     index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """CNF log-likelihood ``log p(x | codes)``: ``log N(x_0) - integral_0^1 div v dt``."""
     index = torch.arange(len(x)) if index is None else index
-    probes = options.probes(x.shape[1], index)
+    probes = solver.probes(x.shape[1], index)
 
     def rhs(t, state):
         (v,), _, (q,) = evaluate(field, state[0], t, (codes,), probes)
         return v, -q
 
     with torch.no_grad():
-        x0, a0 = options.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
+        x0, a0 = solver.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
     return standard_normal_log_density(x0) - a0
 
 
+@renamed_keywords(options="solver")
 def category_log_ratios(
     field: Field,
     x: torch.Tensor,
     categories: list[torch.Tensor],
     base: torch.Tensor,
     *,
-    options: SolverOptions = SolverOptions(),
+    solver: Solver = Solver(),
     index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every ``log p(x | c_k) / p(x | base)`` and ``log p(x | base)`` from one trajectory.
@@ -249,7 +260,7 @@ def category_log_ratios(
     ``(log_ratios, base_log_likelihood)`` of shapes ``(n, K)`` and ``(n,)``.
     """
     index = torch.arange(len(x)) if index is None else index
-    probes = options.probes(x.shape[1], index)
+    probes = solver.probes(x.shape[1], index)
     codes = (*categories, base)
 
     def rhs(t, state):
@@ -262,12 +273,13 @@ def category_log_ratios(
 
     start = (x, x.new_zeros(len(x), len(categories)), x.new_zeros(len(x)))
     with torch.no_grad():
-        x0, a0, b0 = options.integrate(rhs, start, 1.0, 0.0)
+        x0, a0, b0 = solver.integrate(rhs, start, 1.0, 0.0)
     return -a0, standard_normal_log_density(x0) - b0
 
 
+@renamed_keywords(options="solver")
 def sample(
-    field: Field, codes: torch.Tensor, noise: torch.Tensor, *, options: SolverOptions = SolverOptions()
+    field: Field, codes: torch.Tensor, noise: torch.Tensor, *, solver: Solver = Solver()
 ) -> torch.Tensor:
     """Push ``noise`` (``t = 0``) along the conditional field to data (``t = 1``)."""
 
@@ -275,5 +287,18 @@ def sample(
         return (field(state[0], t, codes)[0],)
 
     with torch.no_grad():
-        (x1,) = options.integrate(rhs, (noise,), 0.0, 1.0)
+        (x1,) = solver.integrate(rhs, (noise,), 0.0, 1.0)
     return x1
+
+
+def __getattr__(name: str):
+    if name == "SolverOptions":  # the 0.1 name
+        import warnings
+
+        warnings.warn(
+            "`scratio.core.SolverOptions` is renamed `scratio.core.Solver`; the old name will be removed in 0.3.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return Solver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 SCHEDULES = ("deterministic", "noise_at_data", "noise_on_path")
+#: Noise at the data of the ``noise_at_data`` schedule, and width of the tube of ``noise_on_path``.
+DEFAULT_S_MIN, DEFAULT_S_PATH = 0.05, 0.1
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,17 @@ class GaussianPath:
             raise ValueError(f"`s_path` must be non-negative, got {self.s_path}.")
 
     @classmethod
-    def from_schedule(cls, schedule: str | GaussianPath, *, s_min: float = 0.05, s_path: float = 0.1):
-        """Build a path from a schedule name (see the class table) or return a path unchanged."""
+    def from_schedule(
+        cls, schedule: str | GaussianPath, *, s_min: float | None = None, s_path: float | None = None
+    ) -> GaussianPath:
+        """Build a path from a schedule name (see the class table) or return a path unchanged.
+
+        ``s_min`` and ``s_path`` default to 0.05 and 0.1 for the schedules that use them.
+        """
         if isinstance(schedule, GaussianPath):
             return schedule
+        s_min = DEFAULT_S_MIN if s_min is None else s_min
+        s_path = DEFAULT_S_PATH if s_path is None else s_path
         if schedule == "deterministic":
             return cls()
         if schedule == "noise_at_data":

@@ -1,217 +1,293 @@
-"""Flow-matching training: whole-batch sampling and the Lightning module."""
+"""The training run: every training default in :class:`TrainingOptions`, the Lightning run in :func:`train_flow`.
+
+Lightning loads inside :func:`train_flow`, not at import: scoring a saved model does not need it.
+"""
 
 from __future__ import annotations
 
-import math
+import inspect
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
-import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from scratio._settings import logger, settings
 
 from .network import ConditionalFlowNet
 from .paths import GaussianPath
 
-
-def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
-
-
-class RandomBatches(Dataset):
-    """``n_batches`` random mini-batches drawn with replacement, one whole batch per item.
-
-    Indexing a tensor once per batch avoids the per-sample collation of a standard
-    DataLoader (1.5-2x slower here). Batch ``i`` of rank ``r`` depends only on
-    ``(seed, r, i)``, so training is reproducible and each distributed rank sees its own data.
-    """
-
-    def __init__(self, x: torch.Tensor, codes: torch.Tensor, *, batch_size: int, n_batches: int, seed: int):
-        self.x, self.codes = x, codes
-        self.batch_size, self.n_batches, self.seed = batch_size, n_batches, seed
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def __getitem__(self, i: int):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + _rank() * 7_919 + i)
-        index = torch.randint(len(self.x), (self.batch_size,), generator=generator)
-        return self.x[index], self.codes[index]
+#: Held-out cells are capped: the validation loss is computed on all of them at every check.
+MAX_VALIDATION_CELLS = 4096
+#: Fewer held-out cells than this cannot tell memorising from learning: train on all cells.
+MIN_VALIDATION_CELLS = 16
 
 
-class FixedValidationBatch(Dataset):
-    """Held-out cells with noise, times and condition dropout drawn once, so the loss is comparable.
-
-    Each cell appears ``n_draws`` times with independent draws; the single item is the whole set.
-    """
-
-    def __init__(self, x: torch.Tensor, codes: torch.Tensor, *, null_codes: torch.Tensor, p_drop: float,
-                 n_draws: int = 8, seed: int = 0):  # fmt: skip
-        generator = torch.Generator().manual_seed(seed + 7)
-        self.x1 = x.repeat(n_draws, 1)
-        codes = codes.repeat(n_draws, 1)
-        dropped = torch.rand(codes.shape, generator=generator) < p_drop
-        self.codes = torch.where(dropped, null_codes.expand_as(codes), codes)
-        self.x0 = torch.randn(self.x1.shape, generator=generator)
-        self.t = torch.rand(len(self.x1), generator=generator)
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, i: int):
-        return self.x1, self.codes, self.x0, self.t
-
-
-class FlowMatchingModule(L.LightningModule):
-    """Velocity and score regression on a Gaussian path, with per-key condition dropout.
-
-    The loss is ``|v - u_t|^2 + score_weight * |sigma_t s + x0|^2`` (per dimension): the
-    score term is the ``sigma_t^2``-weighted denoising loss, which never divides by
-    ``sigma_t``.
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Every option of a training run, each default stated once.
 
     Parameters
     ----------
-    network
-        The conditional network.
-    path
-        The Gaussian probability path.
-    max_steps
-        Total optimisation steps (sets the cosine decay).
-    lr, weight_decay
-        AdamW settings; the learning rate warms up linearly over ``warmup_steps`` and then
-        follows a cosine decay to zero.
+    n_steps
+        Optimisation steps (per device). By default half the number of cells, between 400
+        and 3000: a density ratio between a few hundred cells per condition degrades with
+        long training as each condition's density starts to memorise its own cells.
+    batch_size
+        Cells per step and device, drawn with replacement.
+    lr
+        Peak learning rate of AdamW, reached after a linear warm-up and followed by a cosine
+        decay to zero.
+    weight_decay
+        AdamW's weight decay.
+    warmup_steps
+        Steps of the linear warm-up (at most half of ``n_steps``).
     p_drop
-        Probability of replacing each condition key of each sample by null.
+        Probability of dropping each condition key of each cell to null, which teaches
+        the marginal fields (``p(x | label)``, ``p(x)``) used as denominators.
     ema_decay
-        If given, an exponential moving average of the weights replaces them at the end. Its
-        decay warms up as ``min(ema_decay, (1 + step) / (10 + step))``.
+        Keep an exponential moving average of the weights (e.g. ``0.999``) and use it
+        instead of the best validated weights. The decay warms up as
+        ``min(ema_decay, (1 + step) / (10 + step))`` so that the random initial weights
+        leave the average.
     score_weight
-        Weight of the score loss.
-    seed
-        Seed of the noise, times and condition dropout (offset by the distributed rank).
+        Weight of the score loss against the velocity loss.
+    validation_fraction
+        Share of cells held out (at most 4096) to measure the flow-matching loss every
+        ``check_every`` steps with fixed noise. The weights with the lowest held-out loss are
+        kept, which stops a small dataset from being memorised (its cells would then score
+        as typical of their own condition only). ``0`` trains on every cell for ``n_steps``.
+    check_every
+        Steps between two validation checks.
+    patience
+        Stop after this many checks without improvement (``None``: never stop early).
+    accelerator, devices, strategy
+        Passed to :class:`lightning.pytorch.Trainer`; e.g. ``devices=4, strategy="ddp"``.
+    trainer_kwargs
+        Further :class:`~lightning.pytorch.Trainer` arguments.
     """
 
-    def __init__(
-        self,
-        network: ConditionalFlowNet,
-        path: GaussianPath,
-        *,
-        max_steps: int,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 100,
-        p_drop: float = 0.25,
-        ema_decay: float | None = None,
-        score_weight: float = 1.0,
-        seed: int = 0,
-        record_every: int = 10,
-    ):
-        super().__init__()
-        self.network, self.path = network, path
-        self.max_steps, self.lr, self.weight_decay = max_steps, lr, weight_decay
-        self.warmup_steps = min(warmup_steps, max_steps // 2)
-        self.p_drop, self.ema_decay, self.score_weight = p_drop, ema_decay, score_weight
-        self.seed, self.record_every = seed, record_every
-        # Buffers travel back from distributed workers with the weights.
-        self.register_buffer("loss_history", torch.full((max_steps // record_every + 1,), float("nan")))
-        self.register_buffer("smoothed_loss", torch.tensor(float("nan")))
-        self.register_buffer("best_validation_loss", torch.tensor(float("inf")))
-        self.register_buffer("best_step", torch.tensor(-1))
-        self._best_state: dict[str, torch.Tensor] | None = None
-        self._generator: torch.Generator | None = None
-        self._ema: list[torch.Tensor] | None = None
+    n_steps: int | None = None
+    batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    p_drop: float = 0.25
+    ema_decay: float | None = None
+    score_weight: float = 1.0
+    validation_fraction: float = 0.1
+    check_every: int = 100
+    patience: int | None = 10
+    accelerator: str = "auto"
+    devices: int | str | Sequence[int] = "auto"
+    strategy: Any = "auto"
+    trainer_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
-    # A t drawn too close to 1 makes the noise-on-path velocity target blow up.
-    T_MARGIN = 1e-4
+    def __post_init__(self) -> None:
+        checks = {
+            "n_steps": self.n_steps is None or self.n_steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "p_drop": 0 <= self.p_drop < 1,
+            "ema_decay": self.ema_decay is None or 0 < self.ema_decay < 1,
+            "validation_fraction": 0 <= self.validation_fraction < 1,
+            "check_every": self.check_every >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in bad)
+            raise ValueError(f"Invalid training options: {values}. See `scratio.core.TrainingOptions`.")
 
-    def on_fit_start(self) -> None:  # noqa: D102
-        self._generator = torch.Generator(device=self.device).manual_seed(self.seed + 104_729 * (1 + _rank()))
-        if self.ema_decay is not None:
-            self._ema = [p.detach().clone() for p in self.network.parameters()]
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> TrainingOptions:
+        """Options from keywords: this class's fields, and any other :class:`~lightning.pytorch.Trainer` argument.
 
-    def loss(
-        self,
-        x1: torch.Tensor,
-        codes: torch.Tensor,
-        x0: torch.Tensor | None = None,
-        t: torch.Tensor | None = None,
-    ):
-        """Flow-matching loss of one batch (conditions already dropped or not); draws ``x0``, ``t`` if not given."""
-        g = self._generator
-        if x0 is None:
-            x0 = torch.randn(x1.shape, generator=g, device=x1.device, dtype=x1.dtype)
-            t = torch.rand(len(x1), generator=g, device=x1.device, dtype=x1.dtype)
-        t = self.T_MARGIN + (1 - 2 * self.T_MARGIN) * t
-        x_t, target_velocity, sigma = self.path.sample(x1, x0, t)
-        velocity, score = self.network(x_t, t, codes)
-        velocity_loss = (velocity - target_velocity).pow(2).mean()
-        score_loss = (sigma * score + x0).pow(2).mean()
-        return velocity_loss + self.score_weight * score_loss
-
-    def training_step(self, batch, batch_idx):  # noqa: D102
-        x1, codes = batch
-        codes = self.network.conditions.drop(codes, self.p_drop, generator=self._generator)
-        loss = self.loss(x1, codes)
-        detached = loss.detach()
-        smoothed = torch.where(
-            self.smoothed_loss.isnan(), detached, 0.98 * self.smoothed_loss + 0.02 * detached
-        )
-        self.smoothed_loss.copy_(smoothed)
-        if self.global_step % self.record_every == 0:
-            self.loss_history[self.global_step // self.record_every] = smoothed
-            # Lightning's logging costs about a millisecond: once per record, not per step.
-            self.log("loss", smoothed, prog_bar=True, logger=False)
-        return loss
-
-    def validation_step(self, batch, batch_idx):  # noqa: D102
-        x1, codes, x0, t = batch
-        self.log("val_loss", self.loss(x1, codes, x0, t), prog_bar=True, logger=False, sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        """Keep the weights with the lowest held-out loss (restored at the end of training)."""
-        loss = self.trainer.callback_metrics.get("val_loss")
-        if loss is not None and loss < self.best_validation_loss:
-            self.best_validation_loss.fill_(float(loss))
-            self.best_step.fill_(self.global_step)
-            self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:  # noqa: D102
-        if self._ema is not None:
-            torch._foreach_lerp_(
-                self._ema,
-                [p.detach() for p in self.network.parameters()],
-                1 - self.ema_decay_at(self.global_step),
-            )
-
-    def ema_decay_at(self, step: int) -> float:
-        """Decay of the weight average after ``step`` steps: ``min(ema_decay, (1 + step) / (10 + step))``.
-
-        The warm-up lets the average forget the random initial weights, which a constant 0.999
-        would keep at 0.999^2000 = 13% of it after 2,000 steps.
+        A keyword that is neither is a :class:`TypeError` naming the valid ones, before any
+        training starts.
         """
-        return min(self.ema_decay, (1 + step) / (10 + step))
+        own = {f.name for f in fields(cls)} - {"trainer_kwargs"}
+        trainer_kwargs = {k: v for k, v in kwargs.items() if k not in own}
+        if trainer_kwargs:
+            import lightning as L
 
-    def on_train_end(self) -> None:
-        """Use the averaged weights (with ``ema_decay``), else the best validated ones if any."""
-        if self._ema is not None:
-            with torch.no_grad():
-                for p, averaged in zip(self.network.parameters(), self._ema, strict=True):
-                    p.copy_(averaged)
-            self._ema = None
-        elif self._best_state is not None:
-            self.network.load_state_dict(self._best_state)
-            self._best_state = None
+            known = set(inspect.signature(L.Trainer).parameters) - {"self"}
+            unknown = sorted(set(trainer_kwargs) - known)
+            if unknown:
+                raise TypeError(
+                    f"Unknown training options {unknown}. Valid: {sorted(own)}, "
+                    "or any argument of `lightning.pytorch.Trainer`."
+                )
+        return cls(**{k: v for k, v in kwargs.items() if k in own}, trainer_kwargs=trainer_kwargs)
 
-    def configure_optimizers(self):  # noqa: D102
-        optimizer = torch.optim.AdamW(
-            self.network.parameters(), lr=self.lr, weight_decay=self.weight_decay, foreach=True
+    def steps_for(self, n_cells: int) -> int:
+        """``n_steps``, or its default for ``n_cells`` cells: half of them, between 400 and 3000."""
+        return self.n_steps if self.n_steps is not None else int(np.clip(n_cells // 2, 400, 3000))
+
+    def validation_size(self, n_cells: int) -> int:
+        """Cells held out of ``n_cells``: ``validation_fraction`` of them, at most 4096, 0 below 16."""
+        n = min(int(round(self.validation_fraction * n_cells)), MAX_VALIDATION_CELLS)
+        return n if n >= MIN_VALIDATION_CELLS else 0
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What a training run did: its options, its outcome and its loss curve (JSON-serialisable)."""
+
+    n_steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    p_drop: float
+    ema_decay: float | None
+    score_weight: float
+    final_loss: float
+    loss_history: list[float]
+    record_every: int
+    n_devices: int
+    steps_trained: int
+    n_validation: int
+    validation_fraction: float
+    best_validation_loss: float | None
+    best_step: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (the ``training`` entry of a saved model's ``config.json``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> TrainingRecord:
+        """Inverse of :meth:`to_dict`."""
+        missing = sorted({f.name for f in fields(cls)} - set(record))
+        if missing:
+            raise ValueError(f"The training record lacks {missing}; the saved model is incomplete.")
+        return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+
+def train_flow(
+    network: ConditionalFlowNet,
+    path: GaussianPath,
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    options: TrainingOptions,
+    *,
+    seed: int,
+) -> TrainingRecord:
+    """Fit ``network`` in place by flow matching on ``x`` (standardised cells) with per-cell ``codes``.
+
+    Splits off the held-out cells, builds the loaders, the early stopping and a quiet
+    Lightning trainer, trains, and leaves the network on the CPU in evaluation mode with the
+    best validated (or averaged) weights.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    from .flow_matching import FixedValidationBatch, FlowMatchingModule, RandomBatches, WeightAverage
+
+    n_steps = options.steps_for(len(x))
+    n_validation = options.validation_size(len(x))
+    order = np.random.default_rng(seed).permutation(len(x))
+    train_cells, validation_cells = order[n_validation:], order[:n_validation]
+    batches = RandomBatches(
+        x[train_cells], codes[train_cells], batch_size=options.batch_size, n_batches=n_steps, seed=seed
+    )
+    module = FlowMatchingModule(network, path, options, max_steps=n_steps, seed=seed)
+    trainer_kwargs = dict(options.trainer_kwargs)
+    callbacks = list(trainer_kwargs.pop("callbacks", []))
+    if options.ema_decay is not None:
+        callbacks.append(WeightAverage(options.ema_decay))
+    validation_loader = None
+    if n_validation:
+        held_out = FixedValidationBatch(
+            x[validation_cells],
+            codes[validation_cells],
+            null_codes=network.conditions.null_codes(1),
+            p_drop=options.p_drop,
+            seed=seed,
         )
-        warmup, total = self.warmup_steps, max(self.max_steps, 1)
+        validation_loader = torch.utils.data.DataLoader(held_out, batch_size=None)
+        trainer_kwargs.setdefault("val_check_interval", min(options.check_every, n_steps))
+        if options.patience is not None:
+            callbacks.append(
+                EarlyStopping("val_loss", patience=options.patience, check_on_train_epoch_end=False)
+            )
+    else:
+        trainer_kwargs.setdefault("limit_val_batches", 0)
+    trainer = quiet_trainer(
+        max_steps=n_steps,
+        accelerator=options.accelerator,
+        devices=options.devices,
+        strategy=options.strategy,
+        callbacks=callbacks,
+        **trainer_kwargs,
+    )
+    device_kind = trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
+    logger.info(
+        f"Training RatioFlow on {trainer.num_devices} {device_kind} device(s): {len(train_cells)} cells "
+        f"({n_validation} held out), {x.shape[1]} dims, up to {n_steps} steps of {options.batch_size}."
+    )
+    network.train()
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
+        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
+        trainer.fit(module, loader, validation_loader)
+    network.cpu().eval()  # a spawning strategy loads the trained weights back into this network
+    history = module.loss_history.cpu().numpy()
+    record = TrainingRecord(
+        n_steps=n_steps,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        weight_decay=options.weight_decay,
+        warmup_steps=options.warmup_steps,
+        p_drop=options.p_drop,
+        ema_decay=options.ema_decay,
+        score_weight=options.score_weight,
+        final_loss=float(module.smoothed_loss),
+        loss_history=[float(v) for v in history[np.isfinite(history)]],
+        record_every=module.record_every,
+        n_devices=trainer.num_devices,
+        steps_trained=int(trainer.global_step),
+        n_validation=n_validation,
+        validation_fraction=options.validation_fraction,
+        best_validation_loss=float(module.best_validation_loss) if n_validation else None,
+        best_step=int(module.best_step) if n_validation else None,
+    )
+    kept = (
+        f"; kept step {record.best_step} (held-out loss {record.best_validation_loss:.4f})"
+        if n_validation
+        else ""
+    )
+    logger.info(f"Trained RatioFlow for {record.steps_trained} steps: loss {record.final_loss:.4f}{kept}.")
+    return record
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(total - warmup, 1)))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
+    """A Lightning trainer without logger, checkpoints, summaries or banner lines."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    ):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+    callbacks = list(callbacks)
+    if kwargs["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
+        # One plain bar over all steps (Lightning would pick a Rich bar counting "epochs" if rich is installed).
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        max_epochs=-1,
+        callbacks=callbacks,
+        **kwargs,
+    )

@@ -7,26 +7,30 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from scratio._docs import doc_params
+from scratio._keys import BATCH_EFFECT_SCORE, Uns
 from scratio.model import RatioFlow
 
-from . import _common
+from ._docs import COMMON, RETURNS
+from ._runner import ToolOptions as Default
+from ._runner import ToolRun, summarise
 
 
-@_common.doc_common
+@doc_params(common=COMMON, returns=RETURNS)
 def batch_effect_score(
     adata: AnnData,
     batch_key: str,
     label_key: str,
     *,
-    use_rep: str = "X_pca",
-    key_added: str = "scratio_batch",
+    use_rep: str = Default.use_rep,
+    key_added: str = BATCH_EFFECT_SCORE.key_added,
     model: RatioFlow | None = None,
     n_steps: int | None = None,
-    batch_size: int = 1024,
-    solver: str = "rk4",
-    solver_steps: int = 2,
-    divergence: str = "exact",
-    min_cells: int = 10,
+    batch_size: int = Default.batch_size,
+    solver: str = Default.solver,
+    solver_steps: int = Default.solver_steps,
+    divergence: str = Default.divergence,
+    min_cells: int = Default.min_cells,
     train_kwargs: dict[str, Any] | None = None,
     copy: bool = False,
     random_state: int = 0,
@@ -52,7 +56,7 @@ def batch_effect_score(
 
     Returns
     -------
-    ``None``, or the AnnData when ``copy=True``, with
+    {returns}
 
     ``adata.obs[key_added]``
         ``float32`` log-ratios for every cell.
@@ -69,26 +73,13 @@ def batch_effect_score(
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_pca", key_added="batch_pca")
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_scVI", key_added="batch_scvi")
     """
-    keys = [label_key, batch_key]
-    categories = _common.check_inputs(
-        adata, keys=keys, use_rep=use_rep, columns=[key_added], model=model, min_cells=min_cells
+    options = Default.from_arguments(locals())
+    run = ToolRun.prepare(
+        adata, BATCH_EFFECT_SCORE, options, keys=[label_key, batch_key], columns=[key_added]
     )
-    adata = _common.writable(adata, copy)
-    model = _common.fit(
-        adata, keys, use_rep=use_rep, model=model, n_steps=n_steps, batch_size=batch_size,
-        min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs, model_kwargs=model_kwargs,
-    )  # fmt: skip
-    options = _common.scoring(solver, solver_steps, divergence, random_state)
-    label, batch = _common.labels(adata, label_key), _common.labels(adata, batch_key)
-    scores = model.log_ratio(
-        adata, numerator={label_key: label, batch_key: batch}, denominator={label_key: label}, **options
-    )
-    tables = {
-        "summary": _common.summarise(scores, {label_key: label, batch_key: batch}),
-        "score": float(np.abs(scores).mean()),
-    }
-    params = {"batch_key": batch_key, "label_key": label_key, "categories": categories}
-    return _common.finish(
-        adata, tool="batch_effect_score", key_added=key_added, results={key_added: scores}, tables=tables,
-        params=params, model=model, score_options=options, copy=copy,
-    )  # fmt: skip
+    model = run.fit()
+    own = {label_key: run.labels(label_key), batch_key: run.labels(batch_key)}
+    scores = model.log_ratio(run.x, numerator=own, denominator={label_key: own[label_key]}, **options.scoring)
+    tables = {Uns.SUMMARY: summarise(scores, own), Uns.SCORE: float(np.abs(scores).mean())}
+    params = {"batch_key": batch_key, "label_key": label_key, "categories": run.categories}
+    return run.write({key_added: scores}, tables, params)

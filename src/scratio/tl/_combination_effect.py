@@ -6,27 +6,32 @@ from typing import Any
 
 from anndata import AnnData
 
+from scratio._docs import doc_params
+from scratio._keys import COMBINATION_EFFECT, Uns
 from scratio.model import RatioFlow
 
-from . import _common
+from ._contrast import against_control
+from ._docs import COMMON, RETURNS
+from ._runner import ToolOptions as Default
+from ._runner import summarise
 
 
-@_common.doc_common
+@doc_params(common=COMMON, returns=RETURNS)
 def combination_effect(
     adata: AnnData,
     first_key: str,
     second_key: str,
     *,
     control: str = "control",
-    use_rep: str = "X_pca",
-    key_added: str = "scratio_combination",
+    use_rep: str = Default.use_rep,
+    key_added: str = COMBINATION_EFFECT.key_added,
     model: RatioFlow | None = None,
     n_steps: int | None = None,
-    batch_size: int = 1024,
-    solver: str = "rk4",
-    solver_steps: int = 2,
-    divergence: str = "exact",
-    min_cells: int = 10,
+    batch_size: int = Default.batch_size,
+    solver: str = Default.solver,
+    solver_steps: int = Default.solver_steps,
+    divergence: str = Default.divergence,
+    min_cells: int = Default.min_cells,
     train_kwargs: dict[str, Any] | None = None,
     copy: bool = False,
     random_state: int = 0,
@@ -53,7 +58,7 @@ def combination_effect(
 
     Returns
     -------
-    ``None``, or the AnnData when ``copy=True``, with
+    {returns}
 
     ``adata.obs[key_added]``
         ``float32`` log-ratios, NaN for cells whose second condition is ``control``.
@@ -69,25 +74,16 @@ def combination_effect(
     >>> sr.tl.combination_effect(adata, "drug1", "drug2", control="DMSO")
     >>> adata.uns["scratio_combination"]["summary"].head()
     """
-    keys = [first_key, second_key]
-    categories = _common.check_inputs(
-        adata, keys=keys, use_rep=use_rep, columns=[key_added], model=model,
-        required={second_key: [control]}, min_cells=min_cells,
-    )  # fmt: skip
-    control = str(control)
-    _common.warn_missing_denominator(adata, first_key, second_key, control)
-    adata = _common.writable(adata, copy)
-    model = _common.fit(
-        adata, keys, use_rep=use_rep, model=model, n_steps=n_steps, batch_size=batch_size,
-        min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs, model_kwargs=model_kwargs,
-    )  # fmt: skip
-    options = _common.scoring(solver, solver_steps, divergence, random_state)
-    scores = _common.score_against_control(model, adata, first_key, second_key, control, options)
-    first, second = _common.labels(adata, first_key), _common.labels(adata, second_key)
-    summary = _common.summarise(scores, {"first": first, "second": second})
-    summary = summary.sort_values("mean_abs", ascending=False, ignore_index=True)
-    params = {"first_key": first_key, "second_key": second_key, "control": control, "categories": categories}
-    return _common.finish(
-        adata, tool="combination_effect", key_added=key_added, results={key_added: scores},
-        tables={"summary": summary}, params=params, model=model, score_options=options, copy=copy,
-    )  # fmt: skip
+    options = Default.from_arguments(locals())
+    run, scores = against_control(
+        adata, COMBINATION_EFFECT, options, group_key=first_key, condition_key=second_key, control=control
+    )
+    by = {"first": run.labels(first_key), "second": run.labels(second_key)}
+    summary = summarise(scores, by).sort_values("mean_abs", ascending=False, ignore_index=True)
+    params = {
+        "first_key": first_key,
+        "second_key": second_key,
+        "control": str(control),
+        "categories": run.categories,
+    }
+    return run.write({key_added: scores}, {Uns.SUMMARY: summary}, params)

@@ -8,31 +8,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from scipy.special import logsumexp
 
+from scratio._docs import doc_params
+from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio.model import RatioFlow
 
-from . import _common
+from ._docs import COMMON, RETURNS
+from ._runner import ToolOptions as Default
+from ._runner import ToolRun, summarise
+
+#: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
+DA_S_MIN = 0.4
 
 
-@_common.doc_common
+@doc_params(common=COMMON, returns=RETURNS)
 def differential_abundance(
     adata: AnnData,
     condition_key: str,
     reference: str,
     target: str | Sequence[str] | None = None,
     *,
-    use_rep: str = "X_pca",
-    key_added: str = "scratio_da",
+    use_rep: str = Default.use_rep,
+    key_added: str = DIFFERENTIAL_ABUNDANCE.key_added,
     sample_key: str | None = None,
     groupby: str | None = None,
-    s_min: float = 0.4,
+    s_min: float = DA_S_MIN,
     model: RatioFlow | None = None,
     n_steps: int | None = None,
-    batch_size: int = 1024,
-    solver: str = "rk4",
-    solver_steps: int = 2,
-    divergence: str = "exact",
-    min_cells: int = 10,
+    batch_size: int = Default.batch_size,
+    solver: str = Default.solver,
+    solver_steps: int = Default.solver_steps,
+    divergence: str = Default.divergence,
+    min_cells: int = Default.min_cells,
     train_kwargs: dict[str, Any] | None = None,
     copy: bool = False,
     random_state: int = 0,
@@ -75,7 +83,7 @@ def differential_abundance(
 
     Returns
     -------
-    ``None``, or the AnnData when ``copy=True``, with
+    {returns}
 
     ``adata.obs[key_added]`` (one target) or ``adata.obs[f"{key_added}_{target}"]`` (several)
         ``float32`` log-ratios for every cell.
@@ -95,86 +103,63 @@ def differential_abundance(
     >>> sr.tl.differential_abundance(adata, "treatment", reference="control", target="IFNg")
     >>> sc.pl.umap(adata, color="scratio_da", cmap="RdBu_r", vcenter=0)
     """
-    if target is None:
-        targets = None
-    else:
-        targets = [str(target)] if isinstance(target, str) or np.ndim(target) == 0 else list(map(str, target))
-    model_keys = [sample_key or condition_key]
-    categories = _common.check_inputs(
-        adata,
-        keys=[condition_key] + ([sample_key] if sample_key else []),
-        use_rep=use_rep,
-        columns=[],  # known once the targets are
-        model=model,
-        model_keys=model_keys,
+    targets = None if target is None else [str(t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
+    options = Default.from_arguments({**locals(), "model_kwargs": {"s_min": s_min, **model_kwargs}})
+    run = ToolRun.prepare(
+        adata, DIFFERENTIAL_ABUNDANCE, options, keys=[condition_key, *([sample_key] if sample_key else [])],
+        model_keys=[sample_key or condition_key],
         required={condition_key: [reference, *(targets or [])]},
-        min_cells=min_cells,
-    )
-    reference = str(reference)
-    conditions = categories[condition_key]
-    if targets is None:
-        targets = [c for c in conditions if c != reference]
-    targets = list(dict.fromkeys(targets))
+    )  # fmt: skip
+    reference, conditions = str(reference), run.categories[condition_key]
+    targets = list(dict.fromkeys(targets or [c for c in conditions if c != reference]))
     if reference in targets:
         raise ValueError(f"`target` must differ from `reference` ({reference!r}); got {targets}.")
     if groupby is not None:
-        _common.labels(adata, groupby)  # present, without missing values
+        run.labels(groupby)  # present, without missing values
     columns = {t: key_added if len(targets) == 1 else f"{key_added}_{t}" for t in targets}
-    _common.check_columns(adata, list(columns.values()))
-    groups = _sample_groups(adata, condition_key, sample_key, [reference, *targets]) if sample_key else None
+    run.check_columns(list(columns.values()))
+    groups = _sample_groups(run, condition_key, sample_key, [reference, *targets]) if sample_key else None
 
-    adata = _common.writable(adata, copy)
-    model = _common.fit(
-        adata, model_keys, use_rep=use_rep, model=model, n_steps=n_steps, batch_size=batch_size,
-        min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs,
-        model_kwargs={"s_min": s_min, **model_kwargs},
-    )  # fmt: skip
-    options = _common.scoring(solver, solver_steps, divergence, random_state)
+    model = run.fit()
     if groups is None:
         log_p = model.category_log_likelihoods(
-            adata, condition_key, categories=[reference, *targets], **options
+            run.x, condition_key, categories=[reference, *targets], **options.scoring
         )
     else:
-        per_sample = model.category_log_likelihoods(adata, sample_key, **options)
-        log_p = _common.logsumexp_groups(per_sample, groups)
-    scores = {t: (log_p[t] - log_p[reference]).to_numpy(np.float32) for t in targets}
+        per_sample = model.category_log_likelihoods(run.x, sample_key, **options.scoring)
+        # each condition's density is the equal-weight mixture of its samples' densities
+        log_p = {
+            c: logsumexp(per_sample[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()
+        }
+    scores = {t: np.asarray(log_p[t] - log_p[reference], dtype=np.float32) for t in targets}
 
-    cell_conditions = _common.labels(adata, condition_key)
-    tables = {"summary": _summary(scores, cell_conditions, conditions)}
+    tables = {Uns.SUMMARY: _summary(scores, run.labels(condition_key), conditions)}
     if groupby:
-        tables["groupby_summary"] = pd.concat(
-            [
-                _common.summarise(
-                    v, {groupby: _common.labels(adata, groupby)}, ("n_cells", "mean", "median", "mean_abs")
-                ).assign(target=t)
-                for t, v in scores.items()
-            ],
-            ignore_index=True,
-        )[[groupby, "target", "n_cells", "mean", "median", "mean_abs"]]
+        by = {groupby: run.labels(groupby)}
+        per_target = [
+            summarise(v, by, ("n_cells", "mean", "median", "mean_abs")).assign(target=t)
+            for t, v in scores.items()
+        ]
+        tables[Uns.GROUPBY_SUMMARY] = pd.concat(per_target, ignore_index=True)[
+            [groupby, "target", "n_cells", "mean", "median", "mean_abs"]
+        ]
     params = {
         "condition_key": condition_key,
         "reference": reference,
         "targets": targets,
         "groupby": groupby,
         "sample_key": sample_key,
-        "categories": {
-            condition_key: conditions,
-            **({sample_key: categories[sample_key]} if sample_key else {}),
-        },
-        **({"samples": {c: list(s) for c, s in groups.items()}} if groups else {}),
+        "categories": {k: v for k, v in run.categories.items() if k in (condition_key, sample_key)},
+        **({"samples": groups} if groups else {}),
     }
-    return _common.finish(
-        adata, tool="differential_abundance", key_added=key_added,
-        results={columns[t]: v for t, v in scores.items()}, tables=tables, params=params, model=model,
-        score_options=options, copy=copy,
-    )  # fmt: skip
+    return run.write({columns[t]: v for t, v in scores.items()}, tables, params)
 
 
 def _sample_groups(
-    adata: AnnData, condition_key: str, sample_key: str, conditions: Sequence[str]
+    run: ToolRun, condition_key: str, sample_key: str, conditions: Sequence[str]
 ) -> dict[str, list[str]]:
     """The samples of each condition; every sample must belong to exactly one condition."""
-    pairs = pd.crosstab(_common.labels(adata, sample_key), _common.labels(adata, condition_key)) > 0
+    pairs = pd.crosstab(run.labels(sample_key), run.labels(condition_key)) > 0
     shared = pairs.index[pairs.sum(axis=1) > 1]
     if len(shared):
         examples = {s: list(pairs.columns[pairs.loc[s]]) for s in shared[:3]}

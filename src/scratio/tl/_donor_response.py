@@ -6,27 +6,32 @@ from typing import Any
 
 from anndata import AnnData
 
+from scratio._docs import doc_params
+from scratio._keys import DONOR_RESPONSE, Uns
 from scratio.model import RatioFlow
 
-from . import _common
+from ._contrast import against_control
+from ._docs import COMMON, RETURNS
+from ._runner import ToolOptions as Default
+from ._runner import summarise
 
 
-@_common.doc_common
+@doc_params(common=COMMON, returns=RETURNS)
 def donor_response(
     adata: AnnData,
     donor_key: str,
     treatment_key: str,
     *,
     control: str = "control",
-    use_rep: str = "X_pca",
-    key_added: str = "scratio_donor",
+    use_rep: str = Default.use_rep,
+    key_added: str = DONOR_RESPONSE.key_added,
     model: RatioFlow | None = None,
     n_steps: int | None = None,
-    batch_size: int = 1024,
-    solver: str = "rk4",
-    solver_steps: int = 2,
-    divergence: str = "exact",
-    min_cells: int = 10,
+    batch_size: int = Default.batch_size,
+    solver: str = Default.solver,
+    solver_steps: int = Default.solver_steps,
+    divergence: str = Default.divergence,
+    min_cells: int = Default.min_cells,
     train_kwargs: dict[str, Any] | None = None,
     copy: bool = False,
     random_state: int = 0,
@@ -53,7 +58,7 @@ def donor_response(
 
     Returns
     -------
-    ``None``, or the AnnData when ``copy=True``, with
+    {returns}
 
     ``adata.obs[key_added]``
         ``float32`` log-ratios, NaN for control cells.
@@ -69,32 +74,23 @@ def donor_response(
     >>> sr.tl.donor_response(adata, "donor", "stimulation", control="unstimulated")
     >>> adata.uns["scratio_donor"]["summary"]
     """
-    keys = [donor_key, treatment_key]
-    categories = _common.check_inputs(
-        adata, keys=keys, use_rep=use_rep, columns=[key_added], model=model,
-        required={treatment_key: [control]}, min_cells=min_cells,
-    )  # fmt: skip
+    options = Default.from_arguments(locals())
+    run, scores = against_control(
+        adata, DONOR_RESPONSE, options, group_key=donor_key, condition_key=treatment_key, control=control
+    )
     control = str(control)
-    _common.warn_missing_denominator(adata, donor_key, treatment_key, control)
-    adata = _common.writable(adata, copy)
-    model = _common.fit(
-        adata, keys, use_rep=use_rep, model=model, n_steps=n_steps, batch_size=batch_size,
-        min_cells=min_cells, random_state=random_state, train_kwargs=train_kwargs, model_kwargs=model_kwargs,
-    )  # fmt: skip
-    options = _common.scoring(solver, solver_steps, divergence, random_state)
-    scores = _common.score_against_control(model, adata, donor_key, treatment_key, control, options)
-    donor, treatment = _common.labels(adata, donor_key), _common.labels(adata, treatment_key)
-    long = _common.summarise(scores, {"donor": donor, "treatment": treatment}, ("mean",))
-    donors = [d for d in categories[donor_key] if d in set(donor)]
-    treatments = [t for t in categories[treatment_key] if t != control and t in set(treatment)]
+    donor, treatment = run.labels(donor_key), run.labels(treatment_key)
+    long = summarise(scores, {"donor": donor, "treatment": treatment}, ("mean",))
+    donors = [d for d in run.categories[donor_key] if d in set(donor)]
+    treatments = [t for t in run.categories[treatment_key] if t != control and t in set(treatment)]
     summary = long.pivot(index="donor", columns="treatment", values="mean").reindex(
         index=donors, columns=treatments
     )
     summary.index.name, summary.columns.name = donor_key, None
     params = {
-        "donor_key": donor_key, "treatment_key": treatment_key, "control": control, "categories": categories,
-    }  # fmt: skip
-    return _common.finish(
-        adata, tool="donor_response", key_added=key_added, results={key_added: scores},
-        tables={"summary": summary}, params=params, model=model, score_options=options, copy=copy,
-    )  # fmt: skip
+        "donor_key": donor_key,
+        "treatment_key": treatment_key,
+        "control": control,
+        "categories": run.categories,
+    }
+    return run.write({key_added: scores}, {Uns.SUMMARY: summary}, params)

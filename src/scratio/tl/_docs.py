@@ -1,0 +1,39 @@
+"""Docstring fragments shared by the tools, filled in with :func:`scratio._docs.doc_params`."""
+
+#: Options every tool takes (see :class:`~scratio.tl._runner.ToolOptions` for the defaults).
+COMMON = """\
+use_rep
+    Key of the embedding in ``adata.obsm`` (e.g. ``"X_pca"``, ``"X_scVI"``).
+key_added
+    Name of the ``adata.obs`` column and ``adata.uns`` entry written.
+model
+    A trained :class:`~scratio.RatioFlow` to reuse instead of training one. It must have
+    been trained on ``use_rep`` with the tool's condition keys registered, and know every
+    category those ``adata.obs`` columns hold; other registered keys are marginalised.
+n_steps
+    Training steps of a new model; by default half the number of cells, between 400 and 3000
+    (longer training on few cells memorises them).
+batch_size
+    Cells per training step.
+solver
+    ODE solver for scoring (a torchdiffeq method; fixed-step ones are reproducible per cell).
+solver_steps
+    Steps of a fixed-step solver from the cell (``t = 1``) to noise (``t = 0``).
+divergence
+    ``"exact"`` (Jacobian trace; fine up to ~64 dimensions) or ``"hutchinson"``.
+min_cells
+    Fewest cells a category of a condition key may have.
+train_kwargs
+    Further options of :meth:`scratio.RatioFlow.train` (``lr``, ``p_drop``, ``accelerator``, ...),
+    see :class:`~scratio.core.TrainingOptions`.
+copy
+    Return a copy with the results instead of writing into ``adata``.
+random_state
+    Seed of the network, of training and of any Hutchinson probes.
+model_kwargs
+    Options of :class:`~scratio.RatioFlow` (``n_pcs``, ``schedule``, ``s_min``, ``width``,
+    ``n_layers``, ...)."""
+
+#: The start of every tool's Returns section.
+RETURNS = """\
+``None``, or the AnnData when ``copy=True``, with"""

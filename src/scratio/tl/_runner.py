@@ -1,0 +1,284 @@
+"""The lifecycle every tool shares, once: check -> fit -> score -> write.
+
+A tool declares its condition keys, the categories it requires and the columns it writes
+(:meth:`ToolRun.prepare`, which checks everything before any training and never modifies the
+AnnData), gets its model (:meth:`ToolRun.fit`), scores, and hands its per-cell columns, tables
+and parameters to :meth:`ToolRun.write`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData, ImplicitModificationWarning
+
+from scratio._keys import Params, Tool, Uns
+from scratio._registration import RegisteredCells
+from scratio._settings import logger
+from scratio._validation import check_categories, check_required, get_categorical
+from scratio._version import __version__
+from scratio.core.training import TrainingOptions
+from scratio.model import NETWORK_OPTIONS, RatioFlow
+
+#: Options of RatioFlow(...) a tool forwards besides the network's.
+MODEL_OPTIONS = ("schedule", "s_min", "s_path", "n_pcs", *NETWORK_OPTIONS)
+
+
+def _check_options(tool: Tool, options: ToolOptions) -> None:
+    """Name the tool and the right place for a mistyped option, before anything is read."""
+    unknown = sorted(set(options.model_kwargs) - set(MODEL_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{tool}() got unknown options {unknown}. Model options are {list(MODEL_OPTIONS)}; "
+            "pass training options (lr, p_drop, accelerator, ...) in `train_kwargs`."
+        )
+    try:
+        TrainingOptions.from_kwargs(
+            n_steps=options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {})
+        )
+    except TypeError as error:
+        raise TypeError(f"{tool}(train_kwargs=...): {error}") from None
+
+
+#: Fix appended to every message about a passed ``model`` that cannot be used.
+NEW_MODEL = "pass `model=None` to train a new one"
+
+
+@dataclass(frozen=True)
+class ToolOptions:
+    """The options every tool takes, with their defaults stated once (the tools' signatures read them)."""
+
+    use_rep: str = "X_pca"
+    key_added: str | None = None
+    model: RatioFlow | None = None
+    n_steps: int | None = None
+    batch_size: int = 1024
+    solver: str = "rk4"
+    solver_steps: int = 2
+    divergence: str = "exact"
+    min_cells: int = 10
+    train_kwargs: Mapping[str, Any] | None = None
+    copy: bool = False
+    random_state: int = 0
+    model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> ToolOptions:
+        """The common options among a tool's arguments (``locals()``), its ``**model_kwargs`` included."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in arguments.items() if k in names})
+
+    @property
+    def scoring(self) -> dict[str, Any]:
+        """Keywords of the model's scoring methods."""
+        return {
+            "solver": self.solver,
+            "solver_steps": self.solver_steps,
+            "divergence": self.divergence,
+            "random_state": self.random_state,
+        }
+
+
+@dataclass
+class ToolRun:
+    """One tool call, checked and ready to fit. Made by :meth:`prepare`."""
+
+    adata: AnnData
+    tool: Tool
+    options: ToolOptions
+    model: RatioFlow
+    model_keys: list[str]
+    cells: RegisteredCells
+    categories: dict[str, list[str]]
+    _labels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def prepare(
+        cls,
+        adata: AnnData,
+        tool: Tool,
+        options: ToolOptions,
+        *,
+        keys: Sequence[str],
+        model_keys: Sequence[str] | None = None,
+        required: Mapping[str, Sequence[Any]] | None = None,
+        columns: Sequence[str] = (),
+    ) -> ToolRun:
+        """Check everything the tool needs before any training; never modifies ``adata``.
+
+        The AnnData is read once: the representation and the model's condition columns
+        through the model's registration, other columns here.
+
+        Parameters
+        ----------
+        adata
+            The user's AnnData (possibly a view).
+        tool
+            The tool.
+        options
+            The common options of the call.
+        keys
+            Condition columns of ``adata.obs`` the tool reads.
+        model_keys
+            The keys the model conditions on (default: ``keys``).
+        required
+            Categories that must exist, per key (a reference, a control, targets).
+        columns
+            ``adata.obs`` columns the tool will write, if known now (else call :meth:`check_columns`).
+        """
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"The condition keys must be different columns, got {list(keys)}.")
+        model_keys = list(keys if model_keys is None else model_keys)
+        required = {key: [str(c) for c in values] for key, values in (required or {}).items()}
+        _check_options(tool, options)
+        model = options.model
+        if model is None:
+            model = RatioFlow(
+                adata, options.use_rep, model_keys, min_cells=options.min_cells,
+                random_state=options.random_state, **options.model_kwargs,
+            )  # fmt: skip
+            cells = model.cells
+        else:
+            if not isinstance(model, RatioFlow):
+                raise TypeError(f"`model` must be a scratio.RatioFlow, got {type(model).__name__}.")
+            if not model.is_trained:
+                raise ValueError("`model` is not trained; call `model.train()` first or pass `model=None`.")
+            cells = model.registration.cells(adata, model_keys, use_rep=options.use_rep, fix=NEW_MODEL)
+        run = cls(adata, tool, options, model, model_keys, cells, {})
+        for key in keys:
+            if key in model_keys:
+                known = model.categories[key]
+                missing = [c for c in required.get(key, ()) if c not in known]
+                if missing and options.model is not None:
+                    raise ValueError(
+                        f"Category {missing[0]!r} of {key!r} is unknown to `model`. Categories: {known}. "
+                        f"Pass one of these, or {NEW_MODEL}."
+                    )
+                check_required(known, key, missing)
+                run.categories[key] = list(known)
+            else:
+                values = get_categorical(adata, key)
+                run.categories[key] = check_categories(values, key, required=required.get(key, ()))
+                run._labels[key] = np.asarray(values).astype(str)
+        run.check_columns(columns)
+        return run
+
+    def check_columns(self, columns: Sequence[str]) -> None:
+        """Refuse to overwrite ``adata.obs`` columns that do not hold floats (earlier scores)."""
+        obs = self.adata.obs
+        for column in columns:
+            if column in obs.columns and not pd.api.types.is_float_dtype(obs[column]):
+                raise ValueError(
+                    f"`adata.obs[{column!r}]` already exists and holds {obs[column].dtype} values; "
+                    "the result would overwrite it. Pass another `key_added`."
+                )
+
+    @property
+    def key_added(self) -> str:
+        """Where the results go."""
+        return self.options.key_added
+
+    @property
+    def x(self) -> np.ndarray:
+        """The representation of the cells, as read once."""
+        return self.cells.x
+
+    def labels(self, key: str) -> np.ndarray:
+        """Per-cell categories of ``adata.obs[key]`` as strings (the model's encoding), read once."""
+        if key not in self._labels:
+            if key in self.model_keys:  # decoded from the codes the registration read
+                codes = self.cells.codes[:, self.model.condition_keys.index(key)]
+                self._labels[key] = np.asarray(self.model.categories[key])[codes]
+            else:
+                self._labels[key] = np.asarray(get_categorical(self.adata, key)).astype(str)
+        return self._labels[key]
+
+    def fit(self) -> RatioFlow:
+        """The passed model, or the registered one trained with the call's options."""
+        if self.options.model is None:
+            options = self.options
+            self.model.train(options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {}))
+        return self.model
+
+    def write(
+        self, results: Mapping[str, np.ndarray], tables: Mapping[str, Any], params: Mapping[str, Any]
+    ) -> AnnData | None:
+        """Write ``results`` to ``adata.obs`` and ``{"params", **tables}`` to ``adata.uns[key_added]``.
+
+        ``params`` (the tool's keys and categories) is completed with the model's record
+        (representation, schedule, network, training, final loss), the scoring options, the
+        written ``columns`` and the package version; no entry is written twice.
+        """
+        adata = self.adata.copy() if self.options.copy else self.adata
+        with warnings.catch_warnings():
+            # Writing into a view makes it an actual AnnData, as scanpy's tools do.
+            warnings.simplefilter("ignore", ImplicitModificationWarning)
+            for column, values in results.items():
+                values = np.asarray(values, dtype=np.float32)
+                scored = ~np.isnan(values)
+                if not np.isfinite(values[scored]).all():
+                    warnings.warn(
+                        f"`adata.obs[{column!r}]` has non-finite scores; train longer or use more `solver_steps`.",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                adata.obs[column] = values
+            adata.uns[self.key_added] = {Uns.PARAMS: self._params(params, list(results)), **tables}
+        logger.info(
+            f"{self.tool.name}: added\n    {', '.join(map(repr, results))}, per-cell log-ratios (adata.obs)\n"
+            f"    {self.key_added!r}, params and {', '.join(map(repr, tables))} (adata.uns)"
+        )
+        return adata if self.options.copy else None
+
+    def _params(self, params: Mapping[str, Any], columns: list[str]) -> dict[str, Any]:
+        record = self.model.record
+        top = ("n_steps", "batch_size", "final_loss")
+        scoring = self.options.scoring
+        return {
+            Params.TOOL: self.tool.name,
+            **params,
+            Params.COLUMNS: columns,
+            "use_rep": record.pop("use_rep"),
+            "n_dims": record.pop("n_dims"),
+            "random_state": record.pop("random_state"),
+            "model_condition_keys": record.pop("condition_keys"),
+            "schedule": record.pop("schedule"),
+            "network": record.pop("network"),
+            **{k: record.pop(k, None) for k in top},
+            "training": record,
+            "solver": scoring.pop("solver"),
+            "scoring": scoring,
+            "scratio_version": __version__,
+        }
+
+
+def summarise(
+    values: np.ndarray, by: Mapping[str, np.ndarray], stats: Sequence[str] = ("n_cells", "mean", "mean_abs")
+) -> pd.DataFrame:
+    """Long table of ``stats`` of ``values`` per combination of ``by`` (NaN cells skipped).
+
+    ``stats`` are among ``"n_cells"``, ``"mean"``, ``"median"``, ``"mean_abs"``. Group columns
+    hold strings so that the table writes to ``.h5ad``.
+    """
+    frame = pd.DataFrame({name: np.asarray(v).astype(str) for name, v in by.items()})
+    frame["value"] = np.asarray(values, dtype=np.float64)
+    frame = frame[np.isfinite(frame["value"])]
+    frame["abs"] = frame["value"].abs()
+    grouped = frame.groupby(list(by), sort=True)
+    functions = {
+        "n_cells": lambda: grouped["value"].size(),
+        "mean": lambda: grouped["value"].mean(),
+        "median": lambda: grouped["value"].median(),
+        "mean_abs": lambda: grouped["abs"].mean(),
+    }
+    table = pd.DataFrame({stat: functions[stat]() for stat in stats}).reset_index()
+    table.columns = [str(c) for c in table.columns]
+    if "n_cells" in table:
+        table["n_cells"] = table["n_cells"].astype(np.int64)
+    return table
