@@ -249,6 +249,20 @@ def test_missing_key_errors(adata, plot, message):
         plot(adata)
 
 
+def test_missing_result_of_any_tool_says_what_to_run(adata):
+    from scratio.pl._utils import get_result
+
+    with pytest.raises(KeyError, match=r"Run `sr.tl.donor_response` first, .* \(default 'scratio_donor'\)"):
+        get_result(adata, "missing", "donor_response")
+    # A tool without a known default key still gets the message, not a bare KeyError.
+    with pytest.raises(
+        KeyError, match=r"Run `sr.tl.new_tool` first, or pass the `key_added` you used\.[\"']$"
+    ):
+        get_result(adata, "missing", "new_tool")
+    with pytest.raises(KeyError, match=r"Run a `sr.tl` tool first"):
+        pl.ratio_distributions(adata, "missing")
+
+
 def test_several_targets_need_a_column(adata):
     adata.obs = adata.obs.rename(columns={"scratio_da": "scratio_da_treated"})
     adata.obs["scratio_da_other"] = adata.obs["scratio_da_treated"]

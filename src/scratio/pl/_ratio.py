@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._keys import DIFFERENTIAL_ABUNDANCE
 from scratio._validation import get_categorical
 from scratio.pl._utils import find_params, finish, get_ratio, label_rotation, new_axes, symmetric_limit
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 def ratio_embedding(
     adata: AnnData,
-    key: str = "scratio_da",
+    key: str = DIFFERENTIAL_ABUNDANCE.key_added,
     *,
     basis: str = "umap",
     vmax: float | None = None,
@@ -93,7 +94,7 @@ def ratio_embedding(
 
 def ratio_distributions(
     adata: AnnData,
-    key: str = "scratio_da",
+    key: str = DIFFERENTIAL_ABUNDANCE.key_added,
     groupby: str | None = None,
     *,
     order: Sequence[str] | None = None,

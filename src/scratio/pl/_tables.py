@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._keys import BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE, Uns
 from scratio._validation import get_categorical
 from scratio.pl._utils import (
     finish,
@@ -74,9 +75,9 @@ def batch_effect(
     labels = keys if labels is None else list(labels)
     if len(labels) != len(keys):
         raise ValueError(f"`labels` must name each of the {len(keys)} keys, got {len(labels)} labels.")
-    results = [get_result(adata, key, "batch_effect_score") for key in keys]
+    results = [get_result(adata, key, BATCH_EFFECT_SCORE.name) for key in keys]
     if groupby is None:
-        label_keys = {result["params"]["label_key"] for result in results}
+        label_keys = {result[Uns.PARAMS]["label_key"] for result in results}
         if len(label_keys) > 1:
             raise ValueError(f"The results use different label keys {sorted(label_keys)}; pass `groupby`.")
         (groupby,) = label_keys
@@ -90,7 +91,7 @@ def batch_effect(
     positions = np.arange(len(table))
     for i, (key, label, result) in enumerate(zip(keys, labels, results, strict=True)):
         offset = (i - (len(keys) - 1) / 2) * width
-        ax.bar(positions + offset, table[key], width, label=f"{label} (score {result['score']:.3g})")
+        ax.bar(positions + offset, table[key], width, label=f"{label} (score {result[Uns.SCORE]:.3g})")
     ax.set_xticks(positions, [str(name) for name in table.index], rotation=label_rotation(table.index))
     ax.set_xlabel(groupby)
     ax.set_ylabel("mean |log r|")
@@ -100,7 +101,7 @@ def batch_effect(
 
 def combination_effect(
     adata: AnnData,
-    key: str = "scratio_combination",
+    key: str = COMBINATION_EFFECT.key_added,
     *,
     kind: Literal["bar", "heatmap"] = "bar",
     n_top: int | None = None,
@@ -148,9 +149,9 @@ def combination_effect(
     """
     if kind not in ("bar", "heatmap"):
         raise ValueError(f"`kind` must be 'bar' or 'heatmap', got {kind!r}.")
-    result = get_result(adata, key, "combination_effect")
-    summary = result["summary"].sort_values("mean_abs", ascending=False)
-    params = result["params"]
+    result = get_result(adata, key, COMBINATION_EFFECT.name)
+    summary = result[Uns.SUMMARY].sort_values("mean_abs", ascending=False)
+    params = result[Uns.PARAMS]
     if kind == "bar":
         ranked = summary if n_top is None else summary.head(n_top)
         ax = new_axes(ax, (5, 0.3 * len(ranked) + 1.2))
@@ -183,7 +184,7 @@ def combination_effect(
 
 def donor_response(
     adata: AnnData,
-    key: str = "scratio_donor",
+    key: str = DONOR_RESPONSE.key_added,
     *,
     vmax: float | None = None,
     cmap: str = "RdBu_r",
@@ -228,10 +229,10 @@ def donor_response(
     >>> sr.tl.donor_response(adata, "donor", "treatment", control="control")
     >>> sr.pl.donor_response(adata)
     """
-    result = get_result(adata, key, "donor_response")
-    table = result["summary"].copy()
-    table.index.name = result["params"]["donor_key"]
-    table.columns.name = result["params"]["treatment_key"]
+    result = get_result(adata, key, DONOR_RESPONSE.name)
+    table = result[Uns.SUMMARY].copy()
+    table.index.name = result[Uns.PARAMS]["donor_key"]
+    table.columns.name = result[Uns.PARAMS]["treatment_key"]
     limit = symmetric_limit(table.to_numpy(dtype=np.float64).ravel(), vmax, 100)
     ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
     heatmap(
