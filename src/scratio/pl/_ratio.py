@@ -11,7 +11,14 @@ from anndata import AnnData
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE
 from scratio._validation import get_categorical
-from scratio.pl._utils import find_params, finish, get_ratio, label_rotation, new_axes, symmetric_limit
+from scratio.pl._utils import (
+    find_params,
+    get_ratio,
+    label_rotation,
+    new_axes,
+    show_or_return,
+    symmetric_limit,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -89,7 +96,7 @@ def ratio_embedding(
         show=False,
         **kwargs,
     )
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)
 
 
 def ratio_distributions(
@@ -173,4 +180,4 @@ def ratio_distributions(
     ax.set_xticks(positions, order, rotation=label_rotation(order))
     ax.set_xlabel(groupby)
     ax.set_ylabel(key)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)

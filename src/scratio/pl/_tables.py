@@ -12,12 +12,12 @@ from anndata import AnnData
 from scratio._keys import BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE, Uns
 from scratio._validation import get_categorical
 from scratio.pl._utils import (
-    finish,
     get_ratio,
     get_result,
     heatmap,
     label_rotation,
     new_axes,
+    show_or_return,
     symmetric_limit,
 )
 
@@ -96,7 +96,7 @@ def batch_effect(
     ax.set_xlabel(groupby)
     ax.set_ylabel("mean |log r|")
     ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)
 
 
 def combination_effect(
@@ -179,7 +179,7 @@ def combination_effect(
             fmt=fmt,
         )
     ax.set_title(key)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)
 
 
 def donor_response(
@@ -239,4 +239,4 @@ def donor_response(
         ax, table, cmap=cmap, vmin=-limit, vmax=limit, colorbar_label="mean log r", annotate=annotate, fmt=fmt
     )
     ax.set_title(key)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)

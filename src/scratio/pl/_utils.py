@@ -70,7 +70,7 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return ax
 
 
-def finish(ax: Axes, show: bool | None, return_fig: bool) -> Axes | Figure | None:
+def show_or_return(ax: Axes, show: bool | None, return_fig: bool) -> Axes | Figure | None:
     """Return like scanpy: the figure with ``return_fig``, nothing when shown, the axes otherwise."""
     import matplotlib.pyplot as plt
     import scanpy as sc
