@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._deprecation import deprecated_alias
 from scratio._keys import BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE, Uns
 from scratio._validation import get_categorical
 from scratio.pl._utils import (
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def batch_effect(
+def batch_effect_score(
     adata: AnnData,
     keys: Sequence[str],
     *,
@@ -69,7 +70,7 @@ def batch_effect(
     --------
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_pca", key_added="before")
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_scVI", key_added="after")
-    >>> sr.pl.batch_effect(adata, ["before", "after"], labels=["PCA", "scVI"])
+    >>> sr.pl.batch_effect_score(adata, ["before", "after"], labels=["PCA", "scVI"])
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     labels = keys if labels is None else list(labels)
@@ -97,6 +98,11 @@ def batch_effect(
     ax.set_ylabel("mean |log r|")
     ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
     return show_or_return(ax, show, return_fig)
+
+
+batch_effect = deprecated_alias(
+    batch_effect_score, old_name="scratio.pl.batch_effect", new_name="scratio.pl.batch_effect_score"
+)
 
 
 def combination_effect(
