@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE
 from scratio._validation import get_categorical
+from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
     find_params,
     get_ratio,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@doc_plot
 def ratio_embedding(
     adata: AnnData,
     key: str = DIFFERENTIAL_ABUNDANCE.key_added,
@@ -58,18 +60,13 @@ def ratio_embedding(
         wash out the scale.
     cmap
         Diverging colormap.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
     **kwargs
         Passed to :func:`scanpy.pl.embedding`, e.g. ``size`` or ``title``.
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
@@ -99,6 +96,7 @@ def ratio_embedding(
     return show_or_return(ax, show, return_fig)
 
 
+@doc_plot
 def ratio_distributions(
     adata: AnnData,
     key: str = DIFFERENTIAL_ABUNDANCE.key_added,
@@ -127,16 +125,11 @@ def ratio_distributions(
         Groups to show, in this order; defaults to all groups by decreasing median.
     kind
         ``"violin"`` (densities) or ``"strip"`` (one jittered point per cell).
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------

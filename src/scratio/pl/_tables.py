@@ -12,6 +12,7 @@ from anndata import AnnData
 from scratio._deprecation import deprecated_alias
 from scratio._keys import BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE, Uns
 from scratio._validation import get_categorical
+from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
     get_ratio,
     get_result,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+@doc_plot
 def batch_effect_score(
     adata: AnnData,
     keys: Sequence[str],
@@ -55,16 +57,11 @@ def batch_effect_score(
     groupby
         Categorical column of ``adata.obs`` to group cells by; defaults to the ``label_key`` of
         the calls.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
@@ -105,6 +102,7 @@ batch_effect = deprecated_alias(
 )
 
 
+@doc_plot
 def combination_effect(
     adata: AnnData,
     key: str = COMBINATION_EFFECT.key_added,
@@ -137,16 +135,11 @@ def combination_effect(
         Write the values into the heatmap.
     fmt
         Format of those values.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
@@ -188,6 +181,7 @@ def combination_effect(
     return show_or_return(ax, show, return_fig)
 
 
+@doc_plot
 def donor_response(
     adata: AnnData,
     key: str = DONOR_RESPONSE.key_added,
@@ -219,16 +213,11 @@ def donor_response(
         Write the values into the cells.
     fmt
         Format of those values.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
