@@ -20,7 +20,9 @@ def renamed_keywords(**renames: str) -> Callable[[Callable], Callable]:
                 if old not in kwargs:
                     continue
                 if new in kwargs:
-                    raise TypeError(f"{func.__qualname__}() got both `{old}` and its new name `{new}`; pass `{new}`.")
+                    raise TypeError(
+                        f"{func.__qualname__}() got both `{old}` and its new name `{new}`; pass `{new}`."
+                    )
                 warnings.warn(
                     f"`{old}` of {func.__qualname__}() is renamed `{new}`; the old name will be removed in 0.3.",
                     FutureWarning,

@@ -32,7 +32,10 @@ DIFFERENTIAL_ABUNDANCE = Tool("differential_abundance", "scratio_da")
 BATCH_EFFECT_SCORE = Tool("batch_effect_score", "scratio_batch")
 COMBINATION_EFFECT = Tool("combination_effect", "scratio_combination")
 DONOR_RESPONSE = Tool("donor_response", "scratio_donor")
-TOOLS = {tool.name: tool for tool in (DIFFERENTIAL_ABUNDANCE, BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE)}
+TOOLS = {
+    tool.name: tool
+    for tool in (DIFFERENTIAL_ABUNDANCE, BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE)
+}
 
 
 class Uns:
