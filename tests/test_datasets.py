@@ -223,15 +223,6 @@ def test_da_metrics_ties_and_perfect_ranking():
     assert perfect == {"pr_auc": 1.0, "nar": pytest.approx(7 / 0.3), "csp": 1.0}
 
 
-def test_da_metrics_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    is_da = rng.random(300) < 0.3
-    scores = np.round(rng.normal(size=300) + 2 * is_da, 1)  # rounding creates ties
-    ours = datasets.da_metrics(scores, is_da, np.ones(300))["pr_auc"]
-    assert ours == pytest.approx(metrics.average_precision_score(is_da, np.abs(scores)))
-
-
 @pytest.mark.parametrize(
     ("scores", "is_da", "message"),
     [
