@@ -57,6 +57,22 @@ def test_simulations_round_trip_h5ad(tmp_path):
     np.testing.assert_array_equal(read.obs["true_log_odds"], adata.obs["true_log_odds"])
 
 
+@pytest.mark.parametrize(
+    "simulator",
+    [
+        "shifted_gaussians",
+        "mutual_information_pair",
+        "batch_effect_design",
+        "combination_design",
+        "donor_design",
+    ],
+)
+def test_simulations_record_their_name(simulator):
+    adata = getattr(datasets, simulator)(100)
+    assert adata.uns["simulation"]["name"] == simulator
+    assert "design" not in adata.uns["simulation"]
+
+
 def test_simulators_are_reproducible():
     first = datasets.shifted_gaussians(200, 3, random_state=7)
     second = datasets.shifted_gaussians(200, 3, random_state=7)
@@ -202,6 +218,7 @@ def test_pbmc68k_da():
     treated = (adata.obs["condition"] == "treated").groupby(adata.obs["leiden"], observed=True).mean()
     assert treated["1"] > 0.75 and treated["2"] < 0.25
     assert adata.uns["simulation"]["delta"] == 0.4
+    assert adata.uns["simulation"]["name"] == "semi_synthetic_da"
 
 
 def test_da_metrics_hand_example():
