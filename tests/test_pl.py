@@ -178,8 +178,8 @@ def test_ratio_distributions_errors(adata):
         pl.ratio_distributions(adata, "scratio_combination")
 
 
-def test_batch_effect_bars_match_table(adata):
-    ax = pl.batch_effect(adata, ["batch_before", "batch_after"], labels=["PCA", "scVI"], show=False)
+def test_batch_effect_score_bars_match_table(adata):
+    ax = pl.batch_effect_score(adata, ["batch_before", "batch_after"], labels=["PCA", "scVI"], show=False)
     for container, key in zip(ax.containers, ["batch_before", "batch_after"], strict=True):
         summary = adata.uns[key]["summary"]
         per_label = (summary["mean_abs"] * summary["n_cells"]).groupby(summary["leiden"], observed=True).sum()
@@ -188,16 +188,27 @@ def test_batch_effect_bars_match_table(adata):
     legend = [text.get_text() for text in ax.get_legend().get_texts()]
     assert legend[0] == f"PCA (score {adata.uns['batch_before']['score']:.3g})"
     assert [label.get_text() for label in ax.get_xticklabels()] == ["a", "b", "c", "d"]
-    _save(ax.figure, "batch_effect")
+    _save(ax.figure, "batch_effect_score")
 
 
-def test_batch_effect_errors(adata):
+def test_batch_effect_score_errors(adata):
     with pytest.raises(ValueError, match="name each of the 2 keys"):
-        pl.batch_effect(adata, ["batch_before", "batch_after"], labels=["PCA"])
+        pl.batch_effect_score(adata, ["batch_before", "batch_after"], labels=["PCA"])
     with pytest.raises(ValueError, match="written by `sr.tl.differential_abundance`"):
-        pl.batch_effect(adata, ["batch_before", "scratio_da"])
+        pl.batch_effect_score(adata, ["batch_before", "scratio_da"])
     with pytest.raises(KeyError, match=r"Run `sr.tl.batch_effect_score` first"):
-        pl.batch_effect(adata, ["batch_before", "batch_scvi"])
+        pl.batch_effect_score(adata, ["batch_before", "batch_scvi"])
+
+
+def test_batch_effect_old_name_warns(adata):
+    keys = ["batch_before", "batch_after"]
+    with pytest.warns(
+        FutureWarning, match=r"`scratio.pl.batch_effect` is renamed `scratio.pl.batch_effect_score`"
+    ):
+        ax = pl.batch_effect(adata, keys, show=False)
+    new = pl.batch_effect_score(adata, keys, show=False)
+    for old_bars, new_bars in zip(ax.containers, new.containers, strict=True):
+        assert [bar.get_height() for bar in old_bars] == [bar.get_height() for bar in new_bars]
 
 
 def test_combination_effect_bar(adata):
@@ -247,6 +258,20 @@ def test_donor_response_heatmap(adata):
 def test_missing_key_errors(adata, plot, message):
     with pytest.raises(KeyError, match=message):
         plot(adata)
+
+
+def test_missing_result_of_any_tool_says_what_to_run(adata):
+    from scratio.pl._utils import get_result
+
+    with pytest.raises(KeyError, match=r"Run `sr.tl.donor_response` first, .* \(default 'scratio_donor'\)"):
+        get_result(adata, "missing", "donor_response")
+    # A tool without a known default key still gets the message, not a bare KeyError.
+    with pytest.raises(
+        KeyError, match=r"Run `sr.tl.new_tool` first, or pass the `key_added` you used\.[\"']$"
+    ):
+        get_result(adata, "missing", "new_tool")
+    with pytest.raises(KeyError, match=r"Run a `sr.tl` tool first"):
+        pl.ratio_distributions(adata, "missing")
 
 
 def test_several_targets_need_a_column(adata):

@@ -72,7 +72,8 @@ def batch_effect_design(
     AnnData with ``obs["cell_type"]``, ``obs["batch"]`` (categorical), ``obs["batch_affected"]``
     (bool: the cell's type has a batch shift), ``obsm["X_pca"]`` (the measured embedding),
     ``obsm["X_corrected"]`` (the same cells with the shift removed) and
-    ``uns["simulation"]`` (``affected_cell_types``, ``shift``, ``centers``, ``batch_shifts``).
+    ``uns["simulation"]`` (``name``, ``affected_cell_types``, ``shift``, ``centers``,
+    ``batch_shifts``, ``random_state``).
     """
     if n_batches < 2:
         raise ValueError(f"`n_batches` must be at least 2, got {n_batches}.")
@@ -93,7 +94,7 @@ def batch_effect_design(
         "batch_affected": affected,
     }
     simulation = {
-        "design": "batch_effect",
+        "name": "batch_effect_design",
         "affected_cell_types": [str(t) for t in types[list(affected_cell_types)]],
         "shift": float(shift),
         "centers": centers,
@@ -142,8 +143,9 @@ def combination_design(
     Returns
     -------
     AnnData with categorical ``obs["drug1"]``, ``obs["drug2"]``, bool ``obs["effect"]`` (the
-    cell was shifted) and ``uns["simulation"]["truth"]``, a table with columns ``["first",
-    "second", "shift", "effect"]`` per non-control pair.
+    cell was shifted) and ``uns["simulation"]`` (``name``, ``control``, ``random_state`` and
+    ``truth``, a table with columns ``["first", "second", "shift", "effect"]`` per non-control
+    pair).
     """
     if control not in second:
         raise ValueError(f"`second` must include the control {control!r}, got {list(second)}.")
@@ -167,7 +169,12 @@ def combination_design(
         columns=["first", "second", "shift", "effect"],
     )
     obs = {"drug1": _categorical(first, i), "drug2": _categorical(second, j), "effect": size[j] > 0}
-    simulation = {"design": "combination", "control": control, "truth": truth, "random_state": random_state}
+    simulation = {
+        "name": "combination_design",
+        "control": control,
+        "truth": truth,
+        "random_state": random_state,
+    }
     return _anndata(x, obs, simulation)
 
 
@@ -213,7 +220,8 @@ def donor_design(
     Returns
     -------
     AnnData with categorical ``obs["donor"]``, ``obs["treatment"]``, bool ``obs["responder"]``
-    (the cell's donor responds) and ``uns["simulation"]`` (``responders``, ``shift``).
+    (the cell's donor responds) and ``uns["simulation"]`` (``name``, ``responders``, ``control``,
+    ``shift``, ``random_state``).
     """
     if control not in treatments:
         raise ValueError(f"`treatments` must include the control {control!r}, got {list(treatments)}.")
@@ -228,7 +236,7 @@ def donor_design(
     donors = np.array([f"donor_{k}" for k in range(n_donors)])
     obs = {"donor": _categorical(donors, d), "treatment": _categorical(treatments, t), "responder": responder}
     simulation = {
-        "design": "donor_response",
+        "name": "donor_design",
         "responders": [str(v) for v in donors[:n_responders]],
         "control": control,
         "shift": float(shift),

@@ -224,19 +224,6 @@ def pbmc68k_da(delta: float = 0.4, *, random_state: int = 0) -> AnnData:
     return adata
 
 
-def _average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the precision-recall curve as a step sum, like ``sklearn.metrics.average_precision_score``."""
-    order = np.argsort(-scores, kind="stable")
-    scores, positive = scores[order], positive[order]
-    true_positives = np.cumsum(positive)
-    # Tied scores form one threshold: keep the last position of each run of equal scores.
-    thresholds = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    true_positives = true_positives[thresholds]
-    precision = true_positives / (thresholds + 1)
-    recall = true_positives / true_positives[-1]
-    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
-
-
 def da_metrics(
     scores: Sequence[float] | np.ndarray,
     is_da: Sequence[bool] | np.ndarray,
@@ -258,8 +245,9 @@ def da_metrics(
     Dictionary with
 
     ``"pr_auc"``
-        Average precision (area under the precision-recall curve) of ``|scores|`` as a
-        detector of DA cells; equal to the share of DA cells for an uninformative score.
+        Average precision (area under the precision-recall curve,
+        ``sklearn.metrics.average_precision_score``) of ``|scores|`` as a detector of DA cells;
+        equal to the share of DA cells for an uninformative score.
     ``"nar"``
         Mean ``|scores|`` in DA cells divided by mean ``|scores|`` in the other cells
         (``inf`` if the other cells all score 0).
@@ -271,6 +259,8 @@ def da_metrics(
     >>> da_metrics(adata.obs["scratio_da"], adata.obs["is_da"], adata.obs["true_log_odds"])
     {'pr_auc': 0.93, 'nar': 4.1, 'csp': 0.97}
     """
+    from sklearn.metrics import average_precision_score
+
     scores = np.asarray(scores, dtype=np.float64)
     is_da = np.asarray(is_da, dtype=bool)
     true_log_odds = np.asarray(true_log_odds, dtype=np.float64)
@@ -285,7 +275,7 @@ def da_metrics(
         raise ValueError("`is_da` must mark some cells as DA and some as not; the metrics compare the two.")
     magnitude = np.abs(scores)
     return {
-        "pr_auc": _average_precision(magnitude, is_da),
+        "pr_auc": float(average_precision_score(is_da, magnitude)),
         "nar": float(magnitude[is_da].mean() / magnitude[~is_da].mean()),
         "csp": float(np.mean(np.sign(scores[is_da]) == np.sign(true_log_odds[is_da]))),
     }

@@ -9,17 +9,27 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._keys import DIFFERENTIAL_ABUNDANCE
 from scratio._validation import get_categorical
-from scratio.pl._utils import find_params, finish, get_ratio, label_rotation, new_axes, symmetric_limit
+from scratio.pl._docs import doc_plot
+from scratio.pl._utils import (
+    find_params,
+    get_ratio,
+    label_rotation,
+    new_axes,
+    show_or_return,
+    symmetric_limit,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
+@doc_plot
 def ratio_embedding(
     adata: AnnData,
-    key: str = "scratio_da",
+    key: str = DIFFERENTIAL_ABUNDANCE.key_added,
     *,
     basis: str = "umap",
     vmax: float | None = None,
@@ -50,18 +60,13 @@ def ratio_embedding(
         wash out the scale.
     cmap
         Diverging colormap.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
     **kwargs
         Passed to :func:`scanpy.pl.embedding`, e.g. ``size`` or ``title``.
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
@@ -88,12 +93,13 @@ def ratio_embedding(
         show=False,
         **kwargs,
     )
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)
 
 
+@doc_plot
 def ratio_distributions(
     adata: AnnData,
-    key: str = "scratio_da",
+    key: str = DIFFERENTIAL_ABUNDANCE.key_added,
     groupby: str | None = None,
     *,
     order: Sequence[str] | None = None,
@@ -119,16 +125,11 @@ def ratio_distributions(
         Groups to show, in this order; defaults to all groups by decreasing median.
     kind
         ``"violin"`` (densities) or ``"strip"`` (one jittered point per cell).
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
@@ -172,4 +173,4 @@ def ratio_distributions(
     ax.set_xticks(positions, order, rotation=label_rotation(order))
     ax.set_xlabel(groupby)
     ax.set_ylabel(key)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)

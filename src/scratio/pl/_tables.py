@@ -9,14 +9,17 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._deprecation import deprecated_alias
+from scratio._keys import BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE, Uns
 from scratio._validation import get_categorical
+from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
-    finish,
     get_ratio,
     get_result,
     heatmap,
     label_rotation,
     new_axes,
+    show_or_return,
     symmetric_limit,
 )
 
@@ -25,7 +28,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def batch_effect(
+@doc_plot
+def batch_effect_score(
     adata: AnnData,
     keys: Sequence[str],
     *,
@@ -53,30 +57,25 @@ def batch_effect(
     groupby
         Categorical column of ``adata.obs`` to group cells by; defaults to the ``label_key`` of
         the calls.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_pca", key_added="before")
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_scVI", key_added="after")
-    >>> sr.pl.batch_effect(adata, ["before", "after"], labels=["PCA", "scVI"])
+    >>> sr.pl.batch_effect_score(adata, ["before", "after"], labels=["PCA", "scVI"])
     """
     keys = [keys] if isinstance(keys, str) else list(keys)
     labels = keys if labels is None else list(labels)
     if len(labels) != len(keys):
         raise ValueError(f"`labels` must name each of the {len(keys)} keys, got {len(labels)} labels.")
-    results = [get_result(adata, key, "batch_effect_score") for key in keys]
+    results = [get_result(adata, key, BATCH_EFFECT_SCORE.name) for key in keys]
     if groupby is None:
-        label_keys = {result["params"]["label_key"] for result in results}
+        label_keys = {result[Uns.PARAMS]["label_key"] for result in results}
         if len(label_keys) > 1:
             raise ValueError(f"The results use different label keys {sorted(label_keys)}; pass `groupby`.")
         (groupby,) = label_keys
@@ -90,17 +89,23 @@ def batch_effect(
     positions = np.arange(len(table))
     for i, (key, label, result) in enumerate(zip(keys, labels, results, strict=True)):
         offset = (i - (len(keys) - 1) / 2) * width
-        ax.bar(positions + offset, table[key], width, label=f"{label} (score {result['score']:.3g})")
+        ax.bar(positions + offset, table[key], width, label=f"{label} (score {result[Uns.SCORE]:.3g})")
     ax.set_xticks(positions, [str(name) for name in table.index], rotation=label_rotation(table.index))
     ax.set_xlabel(groupby)
     ax.set_ylabel("mean |log r|")
     ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)
 
 
+batch_effect = deprecated_alias(
+    batch_effect_score, old_name="scratio.pl.batch_effect", new_name="scratio.pl.batch_effect_score"
+)
+
+
+@doc_plot
 def combination_effect(
     adata: AnnData,
-    key: str = "scratio_combination",
+    key: str = COMBINATION_EFFECT.key_added,
     *,
     kind: Literal["bar", "heatmap"] = "bar",
     n_top: int | None = None,
@@ -130,16 +135,11 @@ def combination_effect(
         Write the values into the heatmap.
     fmt
         Format of those values.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
@@ -148,9 +148,9 @@ def combination_effect(
     """
     if kind not in ("bar", "heatmap"):
         raise ValueError(f"`kind` must be 'bar' or 'heatmap', got {kind!r}.")
-    result = get_result(adata, key, "combination_effect")
-    summary = result["summary"].sort_values("mean_abs", ascending=False)
-    params = result["params"]
+    result = get_result(adata, key, COMBINATION_EFFECT.name)
+    summary = result[Uns.SUMMARY].sort_values("mean_abs", ascending=False)
+    params = result[Uns.PARAMS]
     if kind == "bar":
         ranked = summary if n_top is None else summary.head(n_top)
         ax = new_axes(ax, (5, 0.3 * len(ranked) + 1.2))
@@ -178,12 +178,13 @@ def combination_effect(
             fmt=fmt,
         )
     ax.set_title(key)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)
 
 
+@doc_plot
 def donor_response(
     adata: AnnData,
-    key: str = "scratio_donor",
+    key: str = DONOR_RESPONSE.key_added,
     *,
     vmax: float | None = None,
     cmap: str = "RdBu_r",
@@ -212,30 +213,25 @@ def donor_response(
         Write the values into the cells.
     fmt
         Format of those values.
-    ax
-        Axes to draw into; a new figure by default.
-    show
-        Show the figure; defaults to ``scanpy.settings.autoshow``.
-    return_fig
-        Return the figure.
+    {plot_options}
 
     Returns
     -------
-    The figure with ``return_fig=True``, nothing when shown, else the axes.
+    {plot_returns}
 
     Examples
     --------
     >>> sr.tl.donor_response(adata, "donor", "treatment", control="control")
     >>> sr.pl.donor_response(adata)
     """
-    result = get_result(adata, key, "donor_response")
-    table = result["summary"].copy()
-    table.index.name = result["params"]["donor_key"]
-    table.columns.name = result["params"]["treatment_key"]
+    result = get_result(adata, key, DONOR_RESPONSE.name)
+    table = result[Uns.SUMMARY].copy()
+    table.index.name = result[Uns.PARAMS]["donor_key"]
+    table.columns.name = result[Uns.PARAMS]["treatment_key"]
     limit = symmetric_limit(table.to_numpy(dtype=np.float64).ravel(), vmax, 100)
     ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
     heatmap(
         ax, table, cmap=cmap, vmin=-limit, vmax=limit, colorbar_label="mean log r", annotate=annotate, fmt=fmt
     )
     ax.set_title(key)
-    return finish(ax, show, return_fig)
+    return show_or_return(ax, show, return_fig)

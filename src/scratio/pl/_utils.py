@@ -8,31 +8,27 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._keys import TOOLS, Params, Uns
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# Which tool writes which default key, for the message that says what to run.
-TOOLS = {
-    "differential_abundance": "scratio_da",
-    "batch_effect_score": "scratio_batch",
-    "combination_effect": "scratio_combination",
-    "donor_response": "scratio_donor",
-}
-
 
 def _run_first(tool: str | None) -> str:
-    if tool is None:
-        return "Run a `sr.tl` tool first, or pass the `key_added` you used."
-    return f"Run `sr.tl.{tool}` first, or pass the `key_added` you used (default {TOOLS[tool]!r})."
+    known = TOOLS.get(tool)
+    if known is None:  # no tool named, or one without a recorded default key
+        named = "a `sr.tl` tool" if tool is None else f"`sr.tl.{tool}`"
+        return f"Run {named} first, or pass the `key_added` you used."
+    return f"Run `{known}` first, or pass the `key_added` you used (default {known.key_added!r})."
 
 
 def get_result(adata: AnnData, key: str, tool: str) -> dict[str, Any]:
     """``adata.uns[key]`` as written by ``sr.tl.<tool>``."""
     result = adata.uns.get(key)
-    if not isinstance(result, dict) or "params" not in result:
+    if not isinstance(result, dict) or Uns.PARAMS not in result:
         raise KeyError(f"No scratio result {key!r} in `adata.uns`. {_run_first(tool)}")
-    written_by = result["params"].get("tool")
+    written_by = result[Uns.PARAMS].get(Params.TOOL)
     if written_by != tool:
         raise ValueError(
             f"`adata.uns[{key!r}]` was written by `sr.tl.{written_by}`, but this plot shows the result of "
@@ -44,7 +40,7 @@ def get_result(adata: AnnData, key: str, tool: str) -> dict[str, Any]:
 def get_ratio(adata: AnnData, key: str, tool: str | None = None) -> np.ndarray:
     """Per-cell log-ratio ``adata.obs[key]`` as float64 (NaN where a tool did not score a cell)."""
     if key not in adata.obs.columns:
-        columns = find_params(adata, key).get("columns")
+        columns = find_params(adata, key).get(Params.COLUMNS)
         if columns:
             raise KeyError(
                 f"`adata.obs` has no column {key!r}; that call wrote one column per target: {columns}. "
@@ -57,10 +53,10 @@ def get_ratio(adata: AnnData, key: str, tool: str | None = None) -> np.ndarray:
 def find_params(adata: AnnData, column: str) -> dict[str, Any]:
     """Parameters of the tool call that wrote the obs column ``column``; empty if none is recorded."""
     for key, result in adata.uns.items():
-        if not isinstance(result, dict) or not isinstance(result.get("params"), dict):
+        if not isinstance(result, dict) or not isinstance(result.get(Uns.PARAMS), dict):
             continue
-        params = result["params"]
-        if key == column or column in params.get("columns", ()):
+        params = result[Uns.PARAMS]
+        if key == column or column in params.get(Params.COLUMNS, ()):
             return params
     return {}
 
@@ -74,7 +70,7 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> Axes:
     return ax
 
 
-def finish(ax: Axes, show: bool | None, return_fig: bool) -> Axes | Figure | None:
+def show_or_return(ax: Axes, show: bool | None, return_fig: bool) -> Axes | Figure | None:
     """Return like scanpy: the figure with ``return_fig``, nothing when shown, the axes otherwise."""
     import matplotlib.pyplot as plt
     import scanpy as sc
