@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from ._deprecation import renamed_keywords
 from ._docs import doc_params
 from ._registration import Condition, RegisteredCells, Registration
+from ._scoring import scoring_method
 from ._settings import settings
 from ._version import __version__
 from .core import ode
@@ -32,22 +33,6 @@ _CONFIG = "config.json"
 _WEIGHTS = "weights.pt"
 #: The network's options, which ``RatioFlow(...)`` forwards.
 NETWORK_OPTIONS = tuple(inspect.signature(ConditionalFlowNet).parameters)[2:]
-#: Scoring keywords and the :class:`~scratio.core.Solver` fields they set.
-SOLVER_OPTIONS = {"solver_steps": "n_steps", "divergence": "divergence", "n_probes": "n_probes", "rtol": "rtol", "atol": "atol"}  # fmt: skip
-
-_SCORING_DOC = """\
-solver
-    A torchdiffeq method (fixed-step ones such as ``"rk4"`` are reproducible per cell), or a
-    :class:`~scratio.core.Solver` that sets every option below.
-batch_size
-    Cells integrated together.
-random_state
-    Seed of the Hutchinson probes.
-solver_options
-    ``solver_steps`` (steps of a fixed-step method, default 3), ``divergence`` (``"exact"``:
-    the Jacobian trace, or ``"hutchinson"``), ``n_probes`` (Rademacher probes of
-    ``"hutchinson"``), ``rtol`` and ``atol`` (tolerances of adaptive methods); see
-    :class:`~scratio.core.Solver`."""
 
 
 def _parameters_section(doc: str) -> str:
@@ -246,16 +231,6 @@ class RatioFlow:
         return self
 
     # ---------------------------------------------------------------- scoring
-    def _solver(self, solver: str | Solver, random_state: int, options: Mapping[str, Any]) -> Solver:
-        unknown = sorted(set(options) - set(SOLVER_OPTIONS))
-        if unknown:
-            raise TypeError(f"Unknown scoring options {unknown}; valid: {list(SOLVER_OPTIONS)}.")
-        if isinstance(solver, Solver):
-            if options:
-                raise TypeError(f"Pass {sorted(options)} as fields of the `Solver`, not beside it.")
-            return solver
-        return Solver(method=solver, seed=random_state, **{SOLVER_OPTIONS[k]: v for k, v in options.items()})
-
     def _stream(self, x: np.ndarray, score, *, batch_size: int, desc: str) -> np.ndarray:
         """Apply ``score(x_batch, index)`` over batches of cells, memory flat in ``len(x)``."""
         if not self.is_trained:
@@ -280,8 +255,8 @@ class RatioFlow:
         rows = rows.numpy() if isinstance(rows, torch.Tensor) else rows
         return torch.from_numpy(np.ascontiguousarray(codes[rows])).to(self.device)
 
-    @renamed_keywords(method="estimator", n_steps="solver_steps")
-    @doc_params(scoring=_SCORING_DOC)
+    @renamed_keywords(method="estimator")
+    @scoring_method
     def log_ratio(
         self,
         data: Data = None,
@@ -290,10 +265,8 @@ class RatioFlow:
         *,
         estimator: Literal["s1", "s2", "naive"] = "s1",
         base: Condition | None = None,
-        solver: str | Solver = "rk4",
+        solver: Solver,
         batch_size: int = 256,
-        random_state: int = 0,
-        **solver_options,
     ) -> np.ndarray:
         """Per-cell ``log p(x | numerator) - log p(x | denominator)``.
 
@@ -311,6 +284,8 @@ class RatioFlow:
             little; ``"naive"`` subtracts two separate CNF likelihoods (two trajectories).
         base
             The condition whose field ``"s2"`` follows.
+        batch_size
+            Cells integrated together.
         {scoring}
 
         Returns
@@ -319,7 +294,6 @@ class RatioFlow:
         """
         if estimator not in ode.ESTIMATORS:
             raise ValueError(f"Unknown estimator {estimator!r}; choose one of {list(ode.ESTIMATORS)}.")
-        solver = self._solver(solver, random_state, solver_options)
         x = self.representation(data)
         num, den, simulated = (self.encode(c, len(x)) for c in (numerator, denominator, base))
 
@@ -331,17 +305,14 @@ class RatioFlow:
 
         return self._stream(x, score, batch_size=batch_size, desc=f"log-ratio ({estimator})")
 
-    @renamed_keywords(n_steps="solver_steps")
-    @doc_params(scoring=_SCORING_DOC)
+    @scoring_method
     def log_likelihood(
         self,
         data: Data = None,
         condition: Condition | None = None,
         *,
-        solver: str | Solver = "rk4",
+        solver: Solver,
         batch_size: int = 256,
-        random_state: int = 0,
-        **solver_options,
     ) -> np.ndarray:
         """Per-cell CNF log-density ``log p(x | condition)`` in the units of ``use_rep``.
 
@@ -351,9 +322,10 @@ class RatioFlow:
             As in :meth:`log_ratio`.
         condition
             Maps keys to categories (``None`` or ``{}``: the unconditional density).
+        batch_size
+            Cells integrated together.
         {scoring}
         """
-        solver = self._solver(solver, random_state, solver_options)
         x = self.representation(data)
         codes = self.encode(condition, len(x))
 
@@ -364,8 +336,7 @@ class RatioFlow:
             self._stream(x, score, batch_size=batch_size, desc="log-likelihood") - self.registration.log_scale
         )
 
-    @renamed_keywords(n_steps="solver_steps")
-    @doc_params(scoring=_SCORING_DOC)
+    @scoring_method
     def category_log_likelihoods(
         self,
         data: Data = None,
@@ -373,10 +344,8 @@ class RatioFlow:
         *,
         given: Condition | None = None,
         categories: Sequence[str] | None = None,
-        solver: str | Solver = "rk4",
+        solver: Solver,
         batch_size: int | None = None,
-        random_state: int = 0,
-        **solver_options,
     ) -> pd.DataFrame:
         """``log p(x | key = k, given)`` for every category ``k``, from a single trajectory.
 
@@ -395,14 +364,15 @@ class RatioFlow:
             Other keys held fixed (a category or per-cell categories each).
         categories
             Subset of the key's categories (default: all).
+        batch_size
+            Cells per block. By default ``512 // (n_categories + 1)`` (at least 8): every cell
+            carries one field per category plus the base, and blocks of about 512 field rows
+            ran fastest (``benchmarks/scale.py``).
         {scoring}
 
         Returns
         -------
-        A cells x categories frame of log-densities. Cells are scored in blocks of
-        ``512 // (n_categories + 1)`` by default (at least 8): every cell carries one field per
-        category plus the base, and blocks of about 512 field rows ran fastest
-        (``benchmarks/scale.py``).
+        A cells x categories frame of log-densities.
         """
         key = self.registration.key(key)
         if given and key in given:
@@ -410,7 +380,6 @@ class RatioFlow:
         categories = list(self.categories[key] if categories is None else categories)
         if batch_size is None:
             batch_size = max(8, 512 // (len(categories) + 1))
-        solver = self._solver(solver, random_state, solver_options)
         x = self.representation(data)
         base = self.encode(given, len(x))
         per_category = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]

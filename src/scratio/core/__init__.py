@@ -5,6 +5,7 @@ from .analytic import GaussianConditionalField
 from .network import ConditionalFlowNet
 from .ode import ESTIMATORS, Solver, category_log_ratios, evaluate, log_likelihood, log_ratio, sample
 from .paths import GaussianPath
+from .training import TrainingOptions, TrainingRecord
 
 
 def __getattr__(name: str):

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from anndata import AnnData
 
-from scratio._docs import doc_params
 from scratio._keys import BATCH_EFFECT_SCORE, Uns
-from scratio.model import RatioFlow
 
-from ._docs import COMMON, RETURNS
-from ._runner import ToolOptions as Default
-from ._runner import ToolRun, summarise
+from ._runner import ToolOptions, ToolRun, summarise, tool_function
 
 
-@doc_params(common=COMMON, returns=RETURNS)
+@tool_function(BATCH_EFFECT_SCORE)
 def batch_effect_score(
     adata: AnnData,
     batch_key: str,
     label_key: str,
     *,
-    use_rep: str = Default.use_rep,
-    key_added: str = BATCH_EFFECT_SCORE.key_added,
-    model: RatioFlow | None = None,
-    n_steps: int | None = None,
-    batch_size: int = Default.batch_size,
-    solver: str = Default.solver,
-    solver_steps: int = Default.solver_steps,
-    divergence: str = Default.divergence,
-    min_cells: int = Default.min_cells,
-    train_kwargs: dict[str, Any] | None = None,
-    copy: bool = False,
-    random_state: int = 0,
-    **model_kwargs,
+    options: ToolOptions,
 ) -> AnnData | None:
     """How much a cell's batch tells about its state beyond its label (e.g. cell type).
 
@@ -73,13 +55,12 @@ def batch_effect_score(
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_pca", key_added="batch_pca")
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_scVI", key_added="batch_scvi")
     """
-    options = Default.from_arguments(locals())
     run = ToolRun.prepare(
-        adata, BATCH_EFFECT_SCORE, options, keys=[label_key, batch_key], columns=[key_added]
+        adata, BATCH_EFFECT_SCORE, options, keys=[label_key, batch_key], columns=[options.key_added]
     )
     model = run.fit()
     own = {label_key: run.labels(label_key), batch_key: run.labels(batch_key)}
     scores = model.log_ratio(run.x, numerator=own, denominator={label_key: own[label_key]}, **options.scoring)
     tables = {Uns.SUMMARY: summarise(scores, own), Uns.SCORE: float(np.abs(scores).mean())}
     params = {"batch_key": batch_key, "label_key": label_key, "categories": run.categories}
-    return run.write({key_added: scores}, tables, params)
+    return run.write({options.key_added: scores}, tables, params)

@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from anndata import AnnData
 
-from scratio._docs import doc_params
 from scratio._keys import COMBINATION_EFFECT, Uns
-from scratio.model import RatioFlow
 
 from ._contrast import against_control
-from ._docs import COMMON, RETURNS
-from ._runner import ToolOptions as Default
-from ._runner import summarise
+from ._runner import ToolOptions, summarise, tool_function
 
 
-@doc_params(common=COMMON, returns=RETURNS)
+@tool_function(COMBINATION_EFFECT)
 def combination_effect(
     adata: AnnData,
     first_key: str,
     second_key: str,
     *,
     control: str = "control",
-    use_rep: str = Default.use_rep,
-    key_added: str = COMBINATION_EFFECT.key_added,
-    model: RatioFlow | None = None,
-    n_steps: int | None = None,
-    batch_size: int = Default.batch_size,
-    solver: str = Default.solver,
-    solver_steps: int = Default.solver_steps,
-    divergence: str = Default.divergence,
-    min_cells: int = Default.min_cells,
-    train_kwargs: dict[str, Any] | None = None,
-    copy: bool = False,
-    random_state: int = 0,
-    **model_kwargs,
+    options: ToolOptions,
 ) -> AnnData | None:
     """What a second perturbation adds on top of a first one, per cell.
 
@@ -74,7 +56,6 @@ def combination_effect(
     >>> sr.tl.combination_effect(adata, "drug1", "drug2", control="DMSO")
     >>> adata.uns["scratio_combination"]["summary"].head()
     """
-    options = Default.from_arguments(locals())
     run, scores = against_control(
         adata, COMBINATION_EFFECT, options, group_key=first_key, condition_key=second_key, control=control
     )
@@ -86,4 +67,4 @@ def combination_effect(
         "control": str(control),
         "categories": run.categories,
     }
-    return run.write({key_added: scores}, {Uns.SUMMARY: summary}, params)
+    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params)

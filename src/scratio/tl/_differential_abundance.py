@@ -2,49 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy.special import logsumexp
 
-from scratio._docs import doc_params
 from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
-from scratio.model import RatioFlow
 
-from ._docs import COMMON, RETURNS
-from ._runner import ToolOptions as Default
-from ._runner import ToolRun, summarise
+from ._runner import ToolOptions, ToolRun, summarise, tool_function
 
 #: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
 DA_S_MIN = 0.4
 
 
-@doc_params(common=COMMON, returns=RETURNS)
+@tool_function(DIFFERENTIAL_ABUNDANCE)
 def differential_abundance(
     adata: AnnData,
     condition_key: str,
     reference: str,
     target: str | Sequence[str] | None = None,
     *,
-    use_rep: str = Default.use_rep,
-    key_added: str = DIFFERENTIAL_ABUNDANCE.key_added,
     sample_key: str | None = None,
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
-    model: RatioFlow | None = None,
-    n_steps: int | None = None,
-    batch_size: int = Default.batch_size,
-    solver: str = Default.solver,
-    solver_steps: int = Default.solver_steps,
-    divergence: str = Default.divergence,
-    min_cells: int = Default.min_cells,
-    train_kwargs: dict[str, Any] | None = None,
-    copy: bool = False,
-    random_state: int = 0,
-    **model_kwargs,
+    options: ToolOptions,
 ) -> AnnData | None:
     """Per-cell log-likelihood ratio of target conditions against a reference condition.
 
@@ -104,7 +88,7 @@ def differential_abundance(
     >>> sc.pl.umap(adata, color="scratio_da", cmap="RdBu_r", vcenter=0)
     """
     targets = None if target is None else [str(t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
-    options = Default.from_arguments({**locals(), "model_kwargs": {"s_min": s_min, **model_kwargs}})
+    options = dataclasses.replace(options, model_kwargs={"s_min": s_min, **options.model_kwargs})
     run = ToolRun.prepare(
         adata, DIFFERENTIAL_ABUNDANCE, options, keys=[condition_key, *([sample_key] if sample_key else [])],
         model_keys=[sample_key or condition_key],
@@ -116,7 +100,7 @@ def differential_abundance(
         raise ValueError(f"`target` must differ from `reference` ({reference!r}); got {targets}.")
     if groupby is not None:
         run.labels(groupby)  # present, without missing values
-    columns = {t: key_added if len(targets) == 1 else f"{key_added}_{t}" for t in targets}
+    columns = {t: options.key_added if len(targets) == 1 else f"{options.key_added}_{t}" for t in targets}
     run.check_columns(list(columns.values()))
     groups = _sample_groups(run, condition_key, sample_key, [reference, *targets]) if sample_key else None
 

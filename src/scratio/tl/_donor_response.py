@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from anndata import AnnData
 
-from scratio._docs import doc_params
 from scratio._keys import DONOR_RESPONSE, Uns
-from scratio.model import RatioFlow
 
 from ._contrast import against_control
-from ._docs import COMMON, RETURNS
-from ._runner import ToolOptions as Default
-from ._runner import summarise
+from ._runner import ToolOptions, summarise, tool_function
 
 
-@doc_params(common=COMMON, returns=RETURNS)
+@tool_function(DONOR_RESPONSE)
 def donor_response(
     adata: AnnData,
     donor_key: str,
     treatment_key: str,
     *,
     control: str = "control",
-    use_rep: str = Default.use_rep,
-    key_added: str = DONOR_RESPONSE.key_added,
-    model: RatioFlow | None = None,
-    n_steps: int | None = None,
-    batch_size: int = Default.batch_size,
-    solver: str = Default.solver,
-    solver_steps: int = Default.solver_steps,
-    divergence: str = Default.divergence,
-    min_cells: int = Default.min_cells,
-    train_kwargs: dict[str, Any] | None = None,
-    copy: bool = False,
-    random_state: int = 0,
-    **model_kwargs,
+    options: ToolOptions,
 ) -> AnnData | None:
     """How strongly each donor's cells respond to each treatment, against the donor's own control.
 
@@ -74,7 +56,6 @@ def donor_response(
     >>> sr.tl.donor_response(adata, "donor", "stimulation", control="unstimulated")
     >>> adata.uns["scratio_donor"]["summary"]
     """
-    options = Default.from_arguments(locals())
     run, scores = against_control(
         adata, DONOR_RESPONSE, options, group_key=donor_key, condition_key=treatment_key, control=control
     )
@@ -93,4 +74,4 @@ def donor_response(
         "control": control,
         "categories": run.categories,
     }
-    return run.write({key_added: scores}, {Uns.SUMMARY: summary}, params)
+    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params)

@@ -9,8 +9,11 @@ and parameters to :meth:`ToolRun.write`.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import typing
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +21,17 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData, ImplicitModificationWarning
 
+from scratio._docs import doc_params
 from scratio._keys import Params, Tool, Uns
 from scratio._registration import RegisteredCells
+from scratio._scoring import make_solver
 from scratio._settings import logger
 from scratio._validation import check_categories, check_required, get_categorical
 from scratio._version import __version__
 from scratio.core.training import TrainingOptions
 from scratio.model import NETWORK_OPTIONS, RatioFlow
+
+from . import _docs as docs
 
 #: Options of RatioFlow(...) a tool forwards besides the network's.
 MODEL_OPTIONS = ("schedule", "s_min", "s_path", "n_pcs", *NETWORK_OPTIONS)
@@ -38,6 +45,11 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
             f"{tool}() got unknown options {unknown}. Model options are {list(MODEL_OPTIONS)}; "
             "pass training options (lr, p_drop, accelerator, ...) in `train_kwargs`."
         )
+    make_solver(
+        options.solver,
+        options.random_state,
+        {"solver_steps": options.solver_steps, "divergence": options.divergence},
+    )
     try:
         TrainingOptions.from_kwargs(
             n_steps=options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {})
@@ -68,12 +80,6 @@ class ToolOptions:
     random_state: int = 0
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    @classmethod
-    def from_arguments(cls, arguments: Mapping[str, Any]) -> ToolOptions:
-        """The common options among a tool's arguments (``locals()``), its ``**model_kwargs`` included."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in arguments.items() if k in names})
-
     @property
     def scoring(self) -> dict[str, Any]:
         """Keywords of the model's scoring methods."""
@@ -83,6 +89,55 @@ class ToolOptions:
             "divergence": self.divergence,
             "random_state": self.random_state,
         }
+
+
+def tool_function(tool: Tool) -> Callable[[Callable], Callable]:
+    """Make ``body(adata, ..., *, own options, options: ToolOptions)`` the public tool.
+
+    The public function takes the body's own parameters, then every :class:`ToolOptions` field
+    as a keyword-only parameter (``key_added`` defaulting to the tool's key) and
+    ``**model_kwargs``; it gathers those into one :class:`ToolOptions` for the body. Its
+    docstring's ``{common}`` and ``{returns}`` lines are filled in from :mod:`._docs`. So each
+    option, its default and its documentation are written once for all tools.
+    """
+    option_types = typing.get_type_hints(ToolOptions)
+    common = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=tool.key_added if f.name == "key_added" else f.default,
+            annotation=str if f.name == "key_added" else option_types[f.name],
+        )
+        for f in dataclasses.fields(ToolOptions)
+        if f.name != "model_kwargs"
+    ]
+    model_kwargs = inspect.Parameter("model_kwargs", inspect.Parameter.VAR_KEYWORD)
+
+    def decorate(body: Callable) -> Callable:
+        own = inspect.signature(body)
+        parameters = [p for name, p in own.parameters.items() if name != "options"]
+        signature = own.replace(parameters=[*parameters, *common, model_kwargs])
+
+        @functools.wraps(body)
+        def run(*args, **kwargs):
+            arguments = signature.bind(*args, **kwargs)
+            arguments.apply_defaults()
+            values = arguments.arguments
+            options = ToolOptions(
+                **{p.name: values.pop(p.name) for p in common}, model_kwargs=values.pop("model_kwargs")
+            )
+            return body(**values, options=options)
+
+        run.__signature__ = signature
+        hints = typing.get_type_hints(body)
+        run.__annotations__ = {
+            **{name: hints[name] for name in own.parameters if name in hints and name != "options"},
+            **{p.name: p.annotation for p in common},
+            "return": hints.get("return"),
+        }
+        return doc_params(common=docs.COMMON, returns=docs.RETURNS)(run)
+
+    return decorate
 
 
 @dataclass
