@@ -46,7 +46,9 @@ def outputs() -> dict[str, np.ndarray]:
     sr.tl.differential_abundance(da, "condition", "reference", n_steps=150, batch_size=256)
     out["tl_differential_abundance"] = da.obs["scratio_da"].to_numpy()
     da.obs["sample"] = [f"{c}_{i % 2}" for i, c in enumerate(da.obs["condition"])]
-    sr.tl.differential_abundance(da, "condition", "reference", sample_key="sample", n_steps=150, batch_size=256, key_added="da_samples")
+    sr.tl.differential_abundance(
+        da, "condition", "reference", sample_key="sample", n_steps=150, batch_size=256, key_added="da_samples"
+    )
     out["tl_differential_abundance_samples"] = da.obs["da_samples"].to_numpy()
 
     batch = sr.datasets.batch_effect_design(600, n_dims=4, random_state=0)
@@ -83,7 +85,9 @@ def main() -> None:
         worst = max(worst, difference)
         print(f"{name:36s} max |difference| {difference:.2e}{'' if same_nan else '  NaN pattern differs'}")
     status = "OK" if worst <= args.atol else "DIFFERENT"
-    print(f"{status}: largest difference {worst:.2e} (tolerance {args.atol:g}) over {len(before.files)} outputs")
+    print(
+        f"{status}: largest difference {worst:.2e} (tolerance {args.atol:g}) over {len(before.files)} outputs"
+    )
 
 
 if __name__ == "__main__":

@@ -90,9 +90,7 @@ def test_engine_reproduces_closed_form_log_ratios(path, kind):
             field, x, CODES[0], CODES[1], estimator=estimator, base=CODES[2], solver=TIGHT
         )
         assert (estimate - truth).abs().max() < 1e-4, estimator
-    ratios, base_log_density = ode.category_log_ratios(
-        field, x, [CODES[0], CODES[1]], CODES[2], solver=TIGHT
-    )
+    ratios, base_log_density = ode.category_log_ratios(field, x, [CODES[0], CODES[1]], CODES[2], solver=TIGHT)
     assert (ratios[:, 0] - ratios[:, 1] - truth).abs().max() < 1e-4
     assert (base_log_density - field.log_prob(x)).abs().max() < 1e-4
     log_density = ode.log_likelihood(field, x, CODES[0], solver=TIGHT)
@@ -129,9 +127,7 @@ def test_hutchinson_is_unbiased_and_batch_independent():
 def test_sampling_pushes_noise_to_the_condition():
     field = gaussian_field("shifted", GaussianPath(), 3)
     noise = torch.randn(4000, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    samples = ode.sample(
-        field, torch.zeros(4000, 1, dtype=torch.long), noise, solver=Solver(n_steps=20)
-    )
+    samples = ode.sample(field, torch.zeros(4000, 1, dtype=torch.long), noise, solver=Solver(n_steps=20))
     np.testing.assert_allclose(samples.mean(0).numpy(), 1.5, atol=0.06)
     np.testing.assert_allclose(samples.std(0).numpy(), 1.0, atol=0.05)
 

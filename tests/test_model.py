@@ -1,5 +1,8 @@
 """RatioFlow trained on shifted Gaussians: accuracy against the closed form, estimators, persistence."""
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -203,3 +206,99 @@ def test_n_pcs_uses_the_first_columns_and_checks_its_range(trained_2d):
 def test_to_moves_the_network(trained_2d):
     _, _, model = trained_2d
     assert model.to("cpu") is model and model.device.type == "cpu"
+
+
+def test_a_model_saved_by_0_1_0_loads_and_scores_the_same():
+    # tests/data/model_v0.1.0 was written by scratio 0.1.0 (commit fc8ebd1) with the scores beside it.
+    data = Path(__file__).parent / "data"
+    expected = np.load(data / "model_v0.1.0_scores.npz")
+    model = sr.RatioFlow.load(data / "model_v0.1.0")
+    assert (
+        model.is_trained and model.n_pcs == 2 and model.categories == {"condition": ["reference", "shifted"]}
+    )
+    cells = expected["cells"]
+    np.testing.assert_allclose(model.log_ratio(cells, SHIFTED, REFERENCE), expected["log_ratio"], atol=1e-6)
+    np.testing.assert_allclose(model.log_likelihood(cells, SHIFTED), expected["log_likelihood"], atol=1e-6)
+    np.testing.assert_allclose(
+        model.condition_probabilities(cells).to_numpy(), expected["probabilities"], atol=1e-6
+    )
+    with pytest.raises(ValueError, match=r"No data is attached.*model.attach\(adata\)"):
+        model.log_ratio(numerator=SHIFTED, denominator=REFERENCE)
+
+
+def test_renamed_keywords_still_work_with_a_warning(trained_2d):
+    adata, _, model = trained_2d
+    cells = adata[:50]
+    new = model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s2", solver_steps=2)
+    with pytest.warns(FutureWarning, match=r"`method` of RatioFlow.log_ratio\(\) is renamed `estimator`"):
+        np.testing.assert_array_equal(
+            model.log_ratio(cells, SHIFTED, REFERENCE, method="s2", solver_steps=2), new
+        )
+    with pytest.warns(FutureWarning, match=r"`n_steps` of RatioFlow.log_ratio\(\) is renamed `solver_steps`"):
+        np.testing.assert_array_equal(
+            model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s2", n_steps=2), new
+        )
+    with pytest.warns(FutureWarning, match="`n_steps` of RatioFlow.sample"):
+        np.testing.assert_array_equal(
+            model.sample(20, SHIFTED, n_steps=4), model.sample(20, SHIFTED, solver_steps=4)
+        )
+    with pytest.raises(TypeError, match="both `n_steps` and its new name `solver_steps`"):
+        model.log_likelihood(cells, SHIFTED, n_steps=2, solver_steps=2)
+    with pytest.warns(FutureWarning, match="SolverOptions` is renamed `scratio.core.Solver`"):
+        assert sr.core.SolverOptions is sr.core.Solver
+
+
+def test_scoring_options_are_checked_before_scoring(trained_2d):
+    adata, _, model = trained_2d
+    cells = adata[:50]
+    with pytest.raises(TypeError, match=r"Unknown scoring options \['n_probe'\]"):
+        model.log_ratio(cells, SHIFTED, REFERENCE, n_probe=2)
+    with pytest.raises(ValueError, match="Unknown solver 'dopri'"):
+        model.log_ratio(cells, SHIFTED, REFERENCE, solver="dopri")
+    with pytest.raises(ValueError, match="Unknown estimator 's3'"):
+        model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s3")
+    with pytest.raises(TypeError, match="as fields of the `Solver`"):
+        model.log_ratio(cells, SHIFTED, REFERENCE, solver=sr.core.Solver(), divergence="hutchinson")
+    # a Solver object and the same options as keywords give the same numbers
+    np.testing.assert_array_equal(
+        model.log_ratio(cells, SHIFTED, REFERENCE, solver=sr.core.Solver(n_steps=2, seed=0)),
+        model.log_ratio(cells, SHIFTED, REFERENCE, solver_steps=2),
+    )
+
+
+def test_mistyped_network_option_names_the_valid_ones():
+    adata = sr.datasets.shifted_gaussians(100, 2)
+    with pytest.raises(
+        TypeError, match=r"Unknown options \['widht'\] of RatioFlow; the network takes \['width'"
+    ):
+        sr.RatioFlow(adata, condition_keys="condition", widht=32)
+
+
+def test_training_options_hold_every_default_once():
+    options = sr.core.TrainingOptions.from_kwargs(lr=0.01, gradient_clip_val=1.0)
+    assert options.lr == 0.01 and dict(options.trainer_kwargs) == {"gradient_clip_val": 1.0}
+    with pytest.raises(TypeError, match=r"Unknown training options \['learning_rate'\]"):
+        sr.core.TrainingOptions.from_kwargs(learning_rate=0.1)
+    with pytest.raises(ValueError, match="p_drop=1.5"):
+        sr.core.TrainingOptions(p_drop=1.5)
+    defaults = sr.core.TrainingOptions()
+    assert [defaults.steps_for(n) for n in (100, 2000, 10**5)] == [400, 1000, 3000]
+    assert [defaults.validation_size(n) for n in (100, 1000, 10**6)] == [0, 100, 4096]
+
+
+def test_learning_rate_warms_up_then_decays_as_a_cosine():
+    from scratio.core.flow_matching import FlowMatchingModule
+
+    network = sr.core.ConditionalFlowNet(2, [2], width=8)
+    options = sr.core.TrainingOptions(lr=1.0, warmup_steps=10)
+    configured = FlowMatchingModule(
+        network, sr.core.GaussianPath(), options, max_steps=50
+    ).configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(50):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [(k + 1) / 10 if k < 10 else 0.5 * (1 + math.cos(math.pi * (k - 10) / 40)) for k in range(50)]
+    np.testing.assert_allclose(rates, expected, atol=1e-12)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import anndata as ad
@@ -428,7 +429,9 @@ def test_bad_input_other_tools(no_training):
 
 def test_bad_model(monkeypatch):
     adata = da_data(200, random_state=7)
-    trained = RatioFlow(adata, "X_pca", ["condition"], width=16).train(1, batch_size=16, validation_fraction=0)
+    trained = RatioFlow(adata, "X_pca", ["condition"], width=16).train(
+        1, batch_size=16, validation_fraction=0
+    )
     forbid_training(monkeypatch)
     model = RatioFlow(adata, "X_pca", ["condition"], width=16)
     before = snapshot(adata)
@@ -452,3 +455,60 @@ def test_bad_model(monkeypatch):
         sr.tl.donor_response(adata, "condition", "cluster", model=model)
     assert_unchanged(adata, before)
     assert_unchanged(other, before_other)
+
+
+def test_mistyped_options_name_the_tool_before_anything_is_touched(no_training):
+    adata = da_data(200)
+    view = adata[:150]
+    before = snapshot(adata)
+    with pytest.raises(
+        TypeError, match=r"differential_abundance\(\) got unknown options \['patience'\].*train_kwargs"
+    ):
+        sr.tl.differential_abundance(view, "condition", "control", patience=5)
+    assert view.is_view
+    with pytest.raises(
+        TypeError,
+        match=r"donor_response\(train_kwargs=\.\.\.\): Unknown training options \['learning_rate'\]",
+    ):
+        sr.tl.donor_response(adata, "cluster", "condition", train_kwargs={"learning_rate": 1.0})
+    with pytest.raises(ValueError, match="Unknown solver 'dopri'"):
+        sr.tl.batch_effect_score(adata, "condition", "cluster", solver="dopri")
+    assert_unchanged(adata, before)
+
+
+def test_every_tool_takes_the_common_options_with_one_default_each():
+    from scratio._keys import TOOLS
+
+    common = {"use_rep", "key_added", "model", "n_steps", "batch_size", "solver", "solver_steps", "divergence",
+              "min_cells", "train_kwargs", "copy", "random_state", "model_kwargs"}  # fmt: skip
+    for name in sr.tl.__all__:
+        tool = getattr(sr.tl, name)
+        parameters = inspect.signature(tool).parameters
+        assert common <= set(parameters), name
+        assert parameters["key_added"].default == TOOLS[name].key_added
+        assert parameters["batch_size"].default == 1024 and parameters["solver_steps"].default == 2
+        assert "    solver_steps\n" in tool.__doc__ and "``None``, or the AnnData" in tool.__doc__
+
+
+def test_a_tool_reads_the_representation_and_each_column_once(monkeypatch):
+    import scratio._registration as registration
+    import scratio.tl._runner as runner
+
+    reads = {"representation": 0, "columns": []}
+    read_representation, read_column = registration.get_representation, registration.get_categorical
+
+    def count_representation(*args):
+        reads["representation"] += 1
+        return read_representation(*args)
+
+    def count_column(adata, key):
+        reads["columns"].append(key)
+        return read_column(adata, key)
+
+    monkeypatch.setattr(registration, "get_representation", count_representation)
+    monkeypatch.setattr(registration, "get_categorical", count_column)
+    monkeypatch.setattr(runner, "get_categorical", count_column)
+    adata = sr.datasets.donor_design(300, n_dims=3, n_donors=3)
+    sr.tl.donor_response(adata, "donor", "treatment", n_steps=5, batch_size=64, width=16)
+    assert reads == {"representation": 1, "columns": ["donor", "treatment"]}
+    assert np.isfinite(adata.obs["scratio_donor"][adata.obs["treatment"] != "control"]).all()
