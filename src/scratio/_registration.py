@@ -75,10 +75,10 @@ class Registration:
             if not 1 <= n_pcs <= x.shape[1]:
                 raise ValueError(f"`n_pcs` must lie in [1, {x.shape[1]}] for {use_rep!r}, got {n_pcs}.")
             x = x[:, :n_pcs]
-        check_variance(x, use_rep)
+        std = x.std(axis=0)
+        check_variance(std, len(x), use_rep)
         values = {key: get_categorical(adata, key) for key in condition_keys}
         categories = {key: check_categories(v, key, min_cells=min_cells) for key, v in values.items()}
-        std = x.std(axis=0)
         registration = cls(
             use_rep=use_rep,
             n_pcs=n_pcs,
@@ -136,8 +136,10 @@ class Registration:
         return x
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
-        """``(x - mean) / scale``, float32."""
-        return (x - self.mean) / self.scale
+        """``(x - mean) / scale``, float32, in one new array."""
+        z = x - self.mean
+        z /= self.scale
+        return z
 
     # ---------------------------------------------------------------- conditions
     def encode(self, condition: Condition | None, n: int) -> np.ndarray:

@@ -47,9 +47,9 @@ def nonfinite_rows(x: np.ndarray, block: int = 65536) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
 
 
-def check_variance(x: np.ndarray, use_rep: str) -> None:
-    """Reject a representation without any variance."""
-    if len(x) < 2 or not np.any(x.std(axis=0) > 0):
+def check_variance(std: np.ndarray, n_cells: int, use_rep: str) -> None:
+    """Reject a representation without any variance, given the standard deviation of each column."""
+    if n_cells < 2 or not np.any(std > 0):
         raise ValueError(
             f"Representation {use_rep!r} has zero variance: every cell has the same coordinates. "
             "Pass an embedding that varies across cells."

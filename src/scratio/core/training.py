@@ -191,7 +191,7 @@ def train_flow(
     order = np.random.default_rng(seed).permutation(len(x))
     train_cells, validation_cells = order[n_validation:], order[:n_validation]
     batches = RandomBatches(
-        x[train_cells], codes[train_cells], batch_size=options.batch_size, n_batches=n_steps, seed=seed
+        x, codes, torch.from_numpy(train_cells), batch_size=options.batch_size, n_batches=n_steps, seed=seed
     )
     module = FlowMatchingModule(network, path, options, max_steps=n_steps, seed=seed)
     trainer_kwargs = dict(options.trainer_kwargs)
