@@ -83,6 +83,6 @@ def train_timed(adata, setting: dict, seed: int):
 def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str, setting: dict):
     """``(estimate, seconds)`` of one estimator with the preset's solver (exact divergence, rk4)."""
     start = time.perf_counter()
-    estimate = model.log_ratio(data, numerator=numerator, denominator=denominator, method=method,
-                               n_steps=setting["solver_steps"], divergence=setting["divergence"])  # fmt: skip
+    estimate = model.log_ratio(data, numerator=numerator, denominator=denominator, estimator=method,
+                               solver_steps=setting["solver_steps"], divergence=setting["divergence"])  # fmt: skip
     return estimate, time.perf_counter() - start

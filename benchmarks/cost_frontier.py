@@ -27,7 +27,7 @@ from _common import machine
 from anndata import AnnData
 
 import scratio as sr
-from scratio.core import GaussianConditionalField, SolverOptions, ode
+from scratio.core import GaussianConditionalField, Solver, ode
 
 METHODS = ("s1", "s2", "naive")
 NUMERATOR, DENOMINATOR = {"condition": "shifted"}, {"condition": "reference"}
@@ -35,7 +35,7 @@ NUMERATOR, DENOMINATOR = {"condition": "shifted"}, {"condition": "reference"}
 
 def solver_grid(rk4_steps, tolerances):
     """``(label, solver options)`` for every fixed-step and adaptive setting of the frontier."""
-    grid = [(f"rk4 {n}", {"solver": "rk4", "n_steps": n}) for n in rk4_steps]
+    grid = [(f"rk4 {n}", {"solver": "rk4", "solver_steps": n}) for n in rk4_steps]
     grid += [(f"dopri5 {tol:g}", {"solver": "dopri5", "rtol": tol, "atol": tol}) for tol in tolerances]
     return grid
 
@@ -57,7 +57,7 @@ def learned_frontier(model, cells, truth, grid, divergences):
             for method in METHODS:
                 start = time.perf_counter()
                 estimate = model.log_ratio(cells, numerator=NUMERATOR, denominator=DENOMINATOR,
-                                           method=method, divergence=divergence, **solver)  # fmt: skip
+                                           estimator=method, divergence=divergence, **solver)  # fmt: skip
                 runs.append({
                     "divergence": divergence, "solver": label, "method": method,
                     "seconds": round(time.perf_counter() - start, 3),
@@ -87,13 +87,13 @@ def analytic_frontier(field, cells, grid):
     codes = [torch.full((len(x), 1), k) for k in range(3)]  # numerator, denominator, null
     runs = []
     for label, solver in grid:
-        options = SolverOptions(method=solver["solver"], n_steps=solver.get("n_steps", 3),
+        options = Solver(method=solver["solver"], n_steps=solver.get("solver_steps", 3),
                                 rtol=solver.get("rtol", 1e-5), atol=solver.get("atol", 1e-5))  # fmt: skip
         for method in METHODS:
             field.rows = 0
             start = time.perf_counter()
             estimate = ode.log_ratio(
-                field, x, codes[0], codes[1], estimator=method, null=codes[2], options=options
+                field, x, codes[0], codes[1], estimator=method, base=codes[2], solver=options
             )
             runs.append({
                 "solver": label, "method": method, "field_evaluations_per_cell": field.rows / len(x),

@@ -62,9 +62,9 @@ def main():
         }
 
     print(f"train {train_seconds:.1f}s", flush=True)
-    default = timed(method="s1", n_steps=args.solver_steps)
+    default = timed(estimator="s1", solver_steps=args.solver_steps)
     print(f"S1 exact: {default}", flush=True)
-    fast = timed(method="s1", n_steps=args.solver_steps, divergence="hutchinson")
+    fast = timed(estimator="s1", solver_steps=args.solver_steps, divergence="hutchinson")
     print(f"S1 Hutchinson: {fast}", flush=True)
     # MSE against wall time on the same model; the full cost/accuracy frontier is benchmarks section 4.
     frontier = []
@@ -78,7 +78,7 @@ def main():
         ("s1", 1, "hutchinson"),
         ("naive", 3, "hutchinson"),
     ]:
-        frontier.append(timed(method=method, n_steps=steps, divergence=divergence))
+        frontier.append(timed(estimator=method, solver_steps=steps, divergence=divergence))
         print(f"  {frontier[-1]}", flush=True)
     frontier += [default, fast]
     results = {

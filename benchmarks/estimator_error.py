@@ -33,7 +33,7 @@ from cost_frontier import analytic_frontier, gaussian_pair
 from scipy.stats import multivariate_normal
 
 import scratio as sr
-from scratio.core import GaussianConditionalField, SolverOptions, ode
+from scratio.core import GaussianConditionalField, Solver, ode
 
 ESTIMATORS = ("s1", "s2", "naive")
 # Training settings tried against the default: (RatioFlow keywords, train keywords).
@@ -87,7 +87,7 @@ def decomposition(model, cells, mean, options):
         # Naive uses no score: the mixed fields would repeat the learned or exact row.
         for estimator in ESTIMATORS if name in ("learned", "exact") else ("s1", "s2"):
             estimate = ode.log_ratio(
-                field, z, numerator, denominator, estimator=estimator, null=null, options=options
+                field, z, numerator, denominator, estimator=estimator, base=null, solver=options
             )
             mse = float(((estimate.double() - truth) ** 2).mean())
             rows.append({"fields": name, "estimator": estimator, "mse": round(mse, 5)})
@@ -150,7 +150,7 @@ def main():
     mean = np.full(d, 2 / np.sqrt(d))
     adata = gaussian_pair(args.n_obs, np.eye(d), mean, seed=0)
     cells = gaussian_pair(args.n_eval, np.eye(d), mean, seed=1).obsm["X_pca"]
-    options = SolverOptions(method="rk4", n_steps=args.solver_steps)
+    options = Solver(method="rk4", n_steps=args.solver_steps)
 
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     models = []

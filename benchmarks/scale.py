@@ -53,7 +53,7 @@ def score_worker(model_dir: str, n_cells: int, mode: str) -> dict:
     before = memory_mib()["VmRSS"]
     start = time.perf_counter()
     ratios = model.log_ratio(cells, numerator={"condition": "shifted"}, denominator={"condition": "reference"},
-                             n_steps=2, **MODES[mode])  # fmt: skip
+                             solver_steps=2, **MODES[mode])  # fmt: skip
     seconds = time.perf_counter() - start
     peak = memory_mib()["VmHWM"]
     return {
@@ -114,10 +114,10 @@ def many_conditions(n_categories: int, ks: list[int], n_cells: int, steps: int) 
     for k in ks:
         categories = model.categories["group"][:k]
         start = time.perf_counter()
-        one = model.category_log_likelihoods(cells, "group", categories=categories, n_steps=2)
+        one = model.category_log_likelihoods(cells, "group", categories=categories, solver_steps=2)
         one_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        pairwise = np.stack([model.log_ratio(cells, numerator={"group": c}, denominator={}, n_steps=2)
+        pairwise = np.stack([model.log_ratio(cells, numerator={"group": c}, denominator={}, solver_steps=2)
                              for c in categories], axis=1)  # fmt: skip
         pairwise_seconds = time.perf_counter() - start
         # Both give log p(x | k) up to a per-cell constant: compare contrasts to the first category.

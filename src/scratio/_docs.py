@@ -25,3 +25,9 @@ def doc_params(**fragments: str) -> Callable[[Callable], Callable]:
         return func
 
     return decorate
+
+
+def parameters_section(doc: str) -> str:
+    """The entries of a numpy docstring's Parameters section, unindented (to reuse them as a fragment)."""
+    lines = doc.split("----------\n", 1)[1].splitlines()
+    return "\n".join(line[4:] for line in lines).strip("\n")

@@ -7,8 +7,13 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
 from ._deprecation import renamed_keywords
 from ._docs import doc_params
+from ._settings import settings
 from .core.ode import Solver
 
 #: Scoring keywords and the :class:`~scratio.core.Solver` fields they set.
@@ -70,3 +75,33 @@ def scoring_method(method: Callable) -> Callable:
     public.__signature__ = signature
     public.__annotations__ = {**method.__annotations__, "solver": "str | Solver", "random_state": "int"}
     return doc_params(scoring=SCORING_DOC)(public)
+
+
+def stream_scores(
+    x: np.ndarray,
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    standardise: Callable[[np.ndarray], np.ndarray],
+    device: torch.device,
+    batch_size: int,
+    desc: str,
+) -> np.ndarray:
+    """Apply ``score(block, index)`` to standardised blocks of cells, memory flat in ``len(x)``.
+
+    ``index`` holds the cells' positions in ``x``; the results are written into one float32
+    array, with a progress bar that follows :data:`scratio.settings`.
+    """
+    if len(x) == 0:
+        raise ValueError("No cells to score: the data has 0 rows.")
+    output = None
+    bar = tqdm(total=len(x), desc=desc, unit="cells", disable=not settings.progress_bar, leave=False)
+    for start in range(0, len(x), batch_size):
+        stop = min(start + batch_size, len(x))
+        block = torch.from_numpy(standardise(x[start:stop])).to(device)
+        values = score(block, torch.arange(start, stop)).cpu().numpy()
+        if output is None:
+            output = np.empty((len(x), *values.shape[1:]), dtype=np.float32)
+        output[start:stop] = values
+        bar.update(stop - start)
+    bar.close()
+    return output

@@ -13,13 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from tqdm.auto import tqdm
 
 from ._deprecation import renamed_keywords
-from ._docs import doc_params
+from ._docs import doc_params, parameters_section
 from ._registration import Condition, RegisteredCells, Registration
-from ._scoring import scoring_method
-from ._settings import settings
+from ._scoring import scoring_method, stream_scores
 from ._version import __version__
 from .core import ode
 from .core.network import ConditionalFlowNet
@@ -33,12 +31,6 @@ _CONFIG = "config.json"
 _WEIGHTS = "weights.pt"
 #: The network's options, which ``RatioFlow(...)`` forwards.
 NETWORK_OPTIONS = tuple(inspect.signature(ConditionalFlowNet).parameters)[2:]
-
-
-def _parameters_section(doc: str) -> str:
-    """The entries of a numpy docstring's Parameters section, unindented."""
-    lines = doc.split("----------\n", 1)[1].splitlines()
-    return "\n".join(line[4:] for line in lines).strip("\n")
 
 
 class RatioFlow:
@@ -205,7 +197,7 @@ class RatioFlow:
         return self.cells.x if data is None else self.registration.representation(data)
 
     # ---------------------------------------------------------------- training
-    @doc_params(options=_parameters_section(TrainingOptions.__doc__))
+    @doc_params(options=parameters_section(TrainingOptions.__doc__))
     def train(self, n_steps: int | None = None, **options) -> RatioFlow:
         """Fit the velocity and score heads by flow matching through Lightning.
 
@@ -232,23 +224,16 @@ class RatioFlow:
 
     # ---------------------------------------------------------------- scoring
     def _stream(self, x: np.ndarray, score, *, batch_size: int, desc: str) -> np.ndarray:
-        """Apply ``score(x_batch, index)`` over batches of cells, memory flat in ``len(x)``."""
         if not self.is_trained:
             warnings.warn("Scoring an untrained RatioFlow; call `.train()` first.", stacklevel=3)
-        if len(x) == 0:
-            raise ValueError("No cells to score: the data has 0 rows.")
-        output = None
-        bar = tqdm(total=len(x), desc=desc, unit="cells", disable=not settings.progress_bar, leave=False)
-        for start in range(0, len(x), batch_size):
-            stop = min(start + batch_size, len(x))
-            block = torch.from_numpy(self.registration.standardise(x[start:stop])).to(self.device)
-            values = score(block, torch.arange(start, stop)).cpu().numpy()
-            if output is None:
-                output = np.empty((len(x), *values.shape[1:]), dtype=np.float32)
-            output[start:stop] = values
-            bar.update(stop - start)
-        bar.close()
-        return output
+        return stream_scores(
+            x,
+            score,
+            standardise=self.registration.standardise,
+            device=self.device,
+            batch_size=batch_size,
+            desc=desc,
+        )
 
     def _rows(self, codes: np.ndarray, rows: torch.Tensor | slice) -> torch.Tensor:
         """Encoded conditions of a block of cells, on the network's device."""

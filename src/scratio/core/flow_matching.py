@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import lightning as L
 import torch
 from torch.optim.swa_utils import AveragedModel
@@ -9,7 +11,9 @@ from torch.utils.data import Dataset
 
 from .network import ConditionalFlowNet
 from .paths import GaussianPath
-from .training import TrainingOptions
+
+if TYPE_CHECKING:
+    from .training import TrainingOptions
 
 
 def _rank() -> int:
