@@ -63,7 +63,7 @@ class MixedField(torch.nn.Module):
 def closed_form_in_model_units(model, mean: np.ndarray) -> GaussianConditionalField:
     """The exact fields of ``N(0, I)`` (code 0, reference) and ``N(mean, I)`` (code 1) after the
     model's per-feature standardisation, so they can stand in for its network."""
-    centre, scale = model.mean.astype(np.float64), model.scale.astype(np.float64)
+    centre, scale = model.registration.mean.astype(np.float64), model.registration.scale.astype(np.float64)
     means = np.stack([-centre / scale, (mean - centre) / scale])
     covariances = np.stack([np.diag(1 / scale**2)] * 2)
     return GaussianConditionalField(means, covariances, model.path).float()
@@ -72,7 +72,7 @@ def closed_form_in_model_units(model, mean: np.ndarray) -> GaussianConditionalFi
 def decomposition(model, cells, mean, options):
     """MSE of each estimator for each mix of learned and closed-form velocity and score."""
     exact = closed_form_in_model_units(model, mean)
-    z = torch.as_tensor((cells - model.mean) / model.scale, dtype=torch.float32)
+    z = torch.as_tensor(model.registration.standardise(cells), dtype=torch.float32)
     truth = exact.log_prob(z.double(), 1) - exact.log_prob(z.double(), 0)
     n = len(z)
     numerator, denominator, null = (torch.full((n, 1), k) for k in (1, 0, 2))

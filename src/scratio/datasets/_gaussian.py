@@ -8,6 +8,18 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from scratio._docs import doc_params
+
+#: The end of the parameters and the start of the Returns section of the Gaussian simulators.
+SIMULATED_RETURNS = """\
+random_state
+    Seed of the draw.
+
+Returns
+-------
+AnnData without genes whose ``obsm["X_pca"]`` is the simulated embedding (not a PCA of
+anything; the name makes it the default ``use_rep`` of :mod:`scratio.tl`), with"""
+
 
 def _check_n_obs(n_obs: int) -> None:
     if n_obs < 2:
@@ -41,6 +53,7 @@ def _simulated_adata(
     return AnnData(obs=obs, obsm={"X_pca": x.astype(np.float32)}, uns={"simulation": simulation})
 
 
+@doc_params(simulated_returns=SIMULATED_RETURNS)
 def shifted_gaussians(
     n_obs: int = 4000,
     n_dims: int = 10,
@@ -70,13 +83,7 @@ def shifted_gaussians(
     direction
         Direction of the shift, a vector of length ``n_dims``; defaults to all ones. For example
         ``direction=np.full(30, 2 / np.sqrt(30))`` with ``n_dims=30`` gives ``|m| = 2``.
-    random_state
-        Seed of the draw.
-
-    Returns
-    -------
-    AnnData without genes whose ``obsm["X_pca"]`` is the simulated embedding (not a PCA of
-    anything; the name makes it the default ``use_rep`` of :mod:`scratio.tl`), with
+    {simulated_returns}
 
     ``obs["condition"]``
         Categorical, categories ``["reference", "shifted"]``.
@@ -115,6 +122,7 @@ def shifted_gaussians(
     return _simulated_adata(x, ~is_shifted, ["reference", "shifted"], x @ mean - kl, simulation)
 
 
+@doc_params(simulated_returns=SIMULATED_RETURNS)
 def mutual_information_pair(
     n_obs: int = 4000,
     n_dims: int = 20,
@@ -141,13 +149,7 @@ def mutual_information_pair(
         Dimension of the embedding, even.
     rho
         Correlation within each block, in ``(-1, 1)``; defaults to ``sqrt(1 - e^-1)``.
-    random_state
-        Seed of the draw.
-
-    Returns
-    -------
-    AnnData without genes whose ``obsm["X_pca"]`` is the simulated embedding (not a PCA of
-    anything; the name makes it the default ``use_rep`` of :mod:`scratio.tl`), with
+    {simulated_returns}
 
     ``obs["condition"]``
         Categorical, categories ``["p", "q"]``.

@@ -23,4 +23,12 @@ PLOT_RETURNS = """
 The figure with ``return_fig=True``, nothing when shown, else the axes.
 """
 
-doc_plot = doc_params(plot_options=PLOT_OPTIONS, plot_returns=PLOT_RETURNS)
+#: The options of the plots that draw a table as an annotated heatmap.
+HEATMAP_OPTIONS = """
+annotate
+    Write the values into the cells.
+fmt
+    Format of those values.
+"""
+
+doc_plot = doc_params(plot_options=PLOT_OPTIONS, plot_returns=PLOT_RETURNS, heatmap_options=HEATMAP_OPTIONS)

@@ -131,10 +131,7 @@ def combination_effect(
         Number of pairs to show with ``kind="bar"``; all by default.
     cmap
         Colormap of the heatmap.
-    annotate
-        Write the values into the heatmap.
-    fmt
-        Format of those values.
+    {heatmap_options}
     {plot_options}
 
     Returns
@@ -209,10 +206,7 @@ def donor_response(
         Colour limit, the scale spans ``[-vmax, vmax]``; defaults to the largest ``|mean log r|``.
     cmap
         Diverging colormap.
-    annotate
-        Write the values into the cells.
-    fmt
-        Format of those values.
+    {heatmap_options}
     {plot_options}
 
     Returns
