@@ -111,6 +111,7 @@ def test_da_outputs(da_result, tmp_path):
     params = uns["params"]
     assert params["tool"] == "differential_abundance"
     assert params["columns"] == ["scratio_da"]
+    assert params["ratios"] == ["log p(x | treated) / p(x | control)"]
     assert params["condition_key"] == "condition"
     assert params["reference"] == "control"
     assert params["targets"] == ["treated"]

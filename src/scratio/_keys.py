@@ -57,3 +57,6 @@ class Params:
     TOOL = "tool"
     #: The ``adata.obs`` columns written, one per target.
     COLUMNS = "columns"
+    #: What each of the columns holds, in their order, for titles and colour bars, e.g.
+    #: ``"log p(x | treated) / p(x | control)"``.
+    RATIOS = "ratios"

@@ -63,4 +63,5 @@ def batch_effect_score(
     scores = model.log_ratio(run.x, numerator=own, denominator={label_key: own[label_key]}, **options.scoring)
     tables = {Uns.SUMMARY: summarise(scores, own), Uns.SCORE: float(np.abs(scores).mean())}
     params = {"batch_key": batch_key, "label_key": label_key, "categories": run.categories}
-    return run.write({options.key_added: scores}, tables, params)
+    ratio = f"log p(x | {label_key}, {batch_key}) / p(x | {label_key})"
+    return run.write({options.key_added: scores}, tables, params, {options.key_added: ratio})

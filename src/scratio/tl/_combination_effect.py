@@ -67,4 +67,5 @@ def combination_effect(
         "control": str(control),
         "categories": run.categories,
     }
-    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params)
+    ratio = f"log p(x | {first_key}, {second_key}) / p(x | {first_key}, {control})"
+    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params, {options.key_added: ratio})

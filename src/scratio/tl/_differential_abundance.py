@@ -136,7 +136,8 @@ def differential_abundance(
         "categories": {k: v for k, v in run.categories.items() if k in (condition_key, sample_key)},
         **({"samples": groups} if groups else {}),
     }
-    return run.write({columns[t]: v for t, v in scores.items()}, tables, params)
+    ratios = {columns[t]: f"log p(x | {t}) / p(x | {reference})" for t in targets}
+    return run.write({columns[t]: v for t, v in scores.items()}, tables, params, ratios)
 
 
 def _sample_groups(

@@ -74,4 +74,5 @@ def donor_response(
         "control": control,
         "categories": run.categories,
     }
-    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params)
+    ratio = f"log p(x | {donor_key}, {treatment_key}) / p(x | {donor_key}, {control})"
+    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params, {options.key_added: ratio})

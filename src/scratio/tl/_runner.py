@@ -262,11 +262,16 @@ class ToolRun:
         return self.model
 
     def write(
-        self, results: Mapping[str, np.ndarray], tables: Mapping[str, Any], params: Mapping[str, Any]
+        self,
+        results: Mapping[str, np.ndarray],
+        tables: Mapping[str, Any],
+        params: Mapping[str, Any],
+        ratios: Mapping[str, str],
     ) -> AnnData | None:
         """Write ``results`` to ``adata.obs`` and ``{"params", **tables}`` to ``adata.uns[key_added]``.
 
-        ``params`` (the tool's keys and categories) is completed with the model's record
+        ``ratios`` says what each column holds (``"log p(x | treated) / p(x | control)"``), for
+        the plots' titles. ``params`` (the tool's keys and categories) is completed with the model's record
         (representation, schedule, network, training, final loss), the scoring options, the
         written ``columns`` and the package version; no entry is written twice.
         """
@@ -284,14 +289,16 @@ class ToolRun:
                         stacklevel=3,
                     )
                 adata.obs[column] = values
-            adata.uns[self.key_added] = {Uns.PARAMS: self._params(params, list(results)), **tables}
+            adata.uns[self.key_added] = {Uns.PARAMS: self._params(params, list(results), ratios), **tables}
         logger.info(
             f"{self.tool.name}: added\n    {', '.join(map(repr, results))}, per-cell log-ratios (adata.obs)\n"
             f"    {self.key_added!r}, params and {', '.join(map(repr, tables))} (adata.uns)"
         )
         return adata if self.options.copy else None
 
-    def _params(self, params: Mapping[str, Any], columns: list[str]) -> dict[str, Any]:
+    def _params(
+        self, params: Mapping[str, Any], columns: list[str], ratios: Mapping[str, str]
+    ) -> dict[str, Any]:
         record = self.model.record
         top = ("n_steps", "batch_size", "final_loss")
         scoring = self.options.scoring
@@ -299,6 +306,7 @@ class ToolRun:
             Params.TOOL: self.tool.name,
             **params,
             Params.COLUMNS: columns,
+            Params.RATIOS: [ratios[column] for column in columns],
             "use_rep": record.pop("use_rep"),
             "n_dims": record.pop("n_dims"),
             "random_state": record.pop("random_state"),
