@@ -87,3 +87,32 @@ def test_unknown_categories_are_printed_as_plain_strings(registered):
     _, registration, _ = registered
     with pytest.raises(ValueError, match=r"Unknown categories \['c3'\] for key 'condition'"):
         registration.encode({"condition": np.array(["c3", "shifted"])}, 2)
+
+
+def test_one_huge_value_is_refused_before_training_not_turned_into_nan():
+    adata = sr.datasets.shifted_gaussians(600, 3)
+    adata.obsm["X_pca"][5, 1] = 1e30
+    with pytest.raises(
+        ValueError, match=r"extreme values: column 1 of cells \['cell_5'\] lies .* robust standard"
+    ):
+        sr.RatioFlow(adata, condition_keys="condition")
+    adata.obsm["X_pca"][5, 1] = 1e3  # far out but plausible: trained on and scored finitely
+    registration, _ = sr.Registration.register(adata, "X_pca", ["condition"])
+    assert np.isfinite(registration.scale).all() and np.isfinite(registration.mean).all()
+
+
+def test_cells_far_from_the_training_cells_are_refused(registered):
+    _, registration, cells = registered
+    far = cells.x[:3].copy()
+    far[1, 0] = 1e30
+    with pytest.raises(ValueError, match=r"1\+ cells lie more than 10000 standard deviations .* row 1"):
+        registration.representation(far)
+
+
+def test_statistics_are_computed_in_float64_blocks(registered):
+    _, registration, cells = registered
+    from scratio._validation import column_moments
+
+    mean, std = column_moments(cells.x, block=7)
+    np.testing.assert_allclose(mean, cells.x.astype(np.float64).mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, cells.x.astype(np.float64).std(axis=0), rtol=1e-12)

@@ -513,3 +513,48 @@ def test_a_tool_reads_the_representation_and_each_column_once(monkeypatch):
     sr.tl.donor_response(adata, "donor", "treatment", n_steps=5, batch_size=64, width=16)
     assert reads == {"representation": 1, "columns": ["donor", "treatment"]}
     assert np.isfinite(adata.obs["scratio_donor"][adata.obs["treatment"] != "control"]).all()
+
+
+def test_a_scored_cell_without_a_finite_score_is_an_error_and_nothing_is_written(monkeypatch):
+    adata = sr.datasets.donor_design(300, n_dims=3, n_donors=3)
+    before = snapshot(adata)
+
+    def broken(self, *args, **kwargs):
+        scores = np.zeros(len(args[0]), dtype=np.float32)
+        scores[0] = np.nan
+        return scores
+
+    monkeypatch.setattr(RatioFlow, "log_ratio", broken)
+    with pytest.raises(
+        RuntimeError, match=r"1 cells got non-finite scores for `adata.obs\['scratio_donor'\]`"
+    ):
+        sr.tl.donor_response(adata, "donor", "treatment", n_steps=5, batch_size=64, width=16)
+    assert_unchanged(adata, before)
+
+
+def test_a_users_column_or_uns_entry_is_not_overwritten_silently(no_training):
+    adata = da_data(200)
+    adata.obs["scratio_da"] = np.linspace(0, 1, 200)  # a float column of the user's
+    before = snapshot(adata)
+    with pytest.raises(
+        ValueError,
+        match=r"`adata.obs\['scratio_da'\]` already exists .* not written by scratio.*overwrite=True",
+    ):
+        sr.tl.differential_abundance(adata, "condition", "control")
+    del adata.obs["scratio_da"]
+    adata.uns["scratio_da"] = {"note": "mine"}
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=r"`adata.uns\['scratio_da'\]` already exists.*`overwrite=True`"):
+        sr.tl.differential_abundance(adata, "condition", "control")
+    assert_unchanged(adata, before)
+
+
+def test_scratios_own_results_are_replaced_and_overwrite_replaces_the_users():
+    adata = da_data(300)
+    adata.obs["mine"] = 1.0
+    settings = {"n_steps": 20, "batch_size": 128, "width": 16}
+    sr.tl.differential_abundance(adata, "condition", "control", key_added="mine", overwrite=True, **settings)
+    first = adata.obs["mine"].to_numpy().copy()
+    assert adata.uns["mine"]["params"]["tool"] == "differential_abundance"
+    sr.tl.differential_abundance(adata, "condition", "control", key_added="mine", random_state=1, **settings)
+    assert not np.array_equal(first, adata.obs["mine"].to_numpy())

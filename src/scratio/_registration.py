@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._validation import check_categories, check_variance, get_categorical, get_representation, nonfinite_rows
+from ._validation import (
+    MAX_ROBUST_Z,
+    check_categories,
+    check_extremes,
+    check_variance,
+    column_moments,
+    get_categorical,
+    get_representation,
+    nonfinite_rows,
+)
 
 #: A condition: each registered key maps to one category, to a per-cell sequence of categories, or to
 #: ``None`` (null, marginalised); keys left out are null.
@@ -75,15 +84,16 @@ class Registration:
             if not 1 <= n_pcs <= x.shape[1]:
                 raise ValueError(f"`n_pcs` must lie in [1, {x.shape[1]}] for {use_rep!r}, got {n_pcs}.")
             x = x[:, :n_pcs]
-        std = x.std(axis=0)
+        mean, std = column_moments(x)
         check_variance(std, len(x), use_rep)
+        check_extremes(x, use_rep, adata.obs_names)
         values = {key: get_categorical(adata, key) for key in condition_keys}
         categories = {key: check_categories(v, key, min_cells=min_cells) for key, v in values.items()}
         registration = cls(
             use_rep=use_rep,
             n_pcs=n_pcs,
             categories=categories,
-            mean=x.mean(axis=0),
+            mean=mean.astype(np.float32),
             scale=np.where(std > 0, std, 1.0).astype(np.float32),
         )
         codes = np.zeros((len(x), len(values)), dtype=np.int64)
@@ -133,7 +143,20 @@ class Registration:
                 f"Representation has {x.shape[1]} dimensions but the model was trained on {self.n_dims} "
                 f"({self.use_rep!r})."
             )
+        self._check_range(x)
         return x
+
+    def _check_range(self, x: np.ndarray, block: int = 65536) -> None:
+        """Refuse cells so far from the training cells that the network would overflow."""
+        for start in range(0, len(x), block):
+            z = np.abs(self.standardise(x[start : start + block])).max(axis=1)
+            far = np.flatnonzero(z > MAX_ROBUST_Z)
+            if len(far):
+                raise ValueError(
+                    f"{len(far)}+ cells lie more than {MAX_ROBUST_Z:g} standard deviations from the training "
+                    f"cells (first: row {start + far[0]}, {z[far[0]]:.3g}); their scores would not be finite. "
+                    "Remove them or fix the representation."
+                )
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / scale``, float32, in one new array."""

@@ -105,3 +105,44 @@ def check_required(categories: Sequence[str], key: str, required: Sequence[str])
                 f"Category {category!r} not found in `adata.obs[{key!r}]`. Categories: {list(categories)}. "
                 "Pass one of these."
             )
+
+
+#: A value this many robust standard deviations from its column's median is taken for a defect.
+MAX_ROBUST_Z = 1e4
+
+
+def column_moments(x: np.ndarray, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column in float64, in blocks (no full-size temporary)."""
+    total = np.zeros(x.shape[1])
+    for start in range(0, len(x), block):
+        total += x[start : start + block].sum(axis=0, dtype=np.float64)
+    mean = total / len(x)
+    squares = np.zeros(x.shape[1])
+    for start in range(0, len(x), block):
+        squares += ((x[start : start + block] - mean) ** 2).sum(axis=0)
+    return mean, np.sqrt(squares / len(x))
+
+
+def check_extremes(x: np.ndarray, use_rep: str, obs_names: pd.Index, block: int = 65536) -> None:
+    """Reject values that lie more than :data:`MAX_ROBUST_Z` robust standard deviations from their column's median.
+
+    The median and the scaled median absolute deviation come from at most 10,000 evenly spaced
+    cells; one such value (a ``1e30`` in an embedding, say) would otherwise dominate the
+    column's standard deviation and make the standardisation meaningless.
+    """
+    sample = x[:: max(1, len(x) // 10_000)].astype(np.float64)
+    median = np.median(sample, axis=0)
+    scale = 1.4826 * np.median(np.abs(sample - median), axis=0)
+    scale = np.where(scale > 0, scale, sample.std(axis=0))
+    columns = np.flatnonzero(scale > 0)
+    for start in range(0, len(x), block):
+        z = np.abs(x[start : start + block, columns] - median[columns]) / scale[columns]
+        rows, where = np.nonzero(z > MAX_ROBUST_Z)
+        if len(rows):
+            column, cells = int(columns[where[0]]), start + rows[where == where[0]]
+            raise ValueError(
+                f"Representation {use_rep!r} has extreme values: column {column} of cells "
+                f"{[str(c) for c in obs_names[cells[:3]]]} lies {z[rows[0], where[0]]:.3g} robust standard "
+                f"deviations from the column's median (at most {MAX_ROBUST_Z:g} are accepted). "
+                "Remove those cells or fix the embedding."
+            )

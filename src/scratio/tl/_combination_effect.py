@@ -56,7 +56,7 @@ def combination_effect(
     >>> sr.tl.combination_effect(adata, "drug1", "drug2", control="DMSO")
     >>> adata.uns["scratio_combination"]["summary"].head()
     """
-    run, scores = against_control(
+    run, scores, scored = against_control(
         adata, COMBINATION_EFFECT, options, group_key=first_key, condition_key=second_key, control=control
     )
     by = {"first": run.labels(first_key), "second": run.labels(second_key)}
@@ -68,4 +68,6 @@ def combination_effect(
         "categories": run.categories,
     }
     ratio = f"log p(x | {first_key}, {second_key}) / p(x | {first_key}, {control})"
-    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params, {options.key_added: ratio})
+    return run.write(
+        {options.key_added: scores}, {Uns.SUMMARY: summary}, params, {options.key_added: ratio}, scored
+    )

@@ -14,11 +14,12 @@ from ._runner import ToolOptions, ToolRun
 
 def against_control(
     adata: AnnData, tool: Tool, options: ToolOptions, *, group_key: str, condition_key: str, control: str
-) -> tuple[ToolRun, np.ndarray]:
+) -> tuple[ToolRun, np.ndarray, np.ndarray]:
     """``log p(x | group, condition) - log p(x | group, control)`` at each cell's own group and condition.
 
     Trains (or reuses) one flow on ``group_key`` and ``condition_key``. Cells of ``control``
-    get NaN; only the others are integrated.
+    get NaN; only the others are integrated. Returns the run, the scores and the mask of the
+    scored cells.
     """
     run = ToolRun.prepare(
         adata, tool, options, keys=[group_key, condition_key], required={condition_key: [control]},
@@ -45,4 +46,4 @@ def against_control(
             denominator={group_key: group[treated], condition_key: control},
             **options.scoring,
         )
-    return run, scores
+    return run, scores, treated

@@ -28,6 +28,9 @@ train_kwargs
     see :class:`~scratio.core.TrainingOptions`.
 copy
     Return a copy with the results instead of writing into ``adata``.
+overwrite
+    Replace an ``adata.obs`` column or ``adata.uns`` entry named like the results that scratio
+    did not write. Results of earlier scratio calls are replaced without it (with a log line).
 random_state
     Seed of the network, of training and of any Hutchinson probes.
 model_kwargs

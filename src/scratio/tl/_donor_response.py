@@ -56,7 +56,7 @@ def donor_response(
     >>> sr.tl.donor_response(adata, "donor", "stimulation", control="unstimulated")
     >>> adata.uns["scratio_donor"]["summary"]
     """
-    run, scores = against_control(
+    run, scores, scored = against_control(
         adata, DONOR_RESPONSE, options, group_key=donor_key, condition_key=treatment_key, control=control
     )
     control = str(control)
@@ -75,4 +75,6 @@ def donor_response(
         "categories": run.categories,
     }
     ratio = f"log p(x | {donor_key}, {treatment_key}) / p(x | {donor_key}, {control})"
-    return run.write({options.key_added: scores}, {Uns.SUMMARY: summary}, params, {options.key_added: ratio})
+    return run.write(
+        {options.key_added: scores}, {Uns.SUMMARY: summary}, params, {options.key_added: ratio}, scored
+    )

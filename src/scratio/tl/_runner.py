@@ -22,7 +22,7 @@ import pandas as pd
 from anndata import AnnData, ImplicitModificationWarning
 
 from scratio._docs import doc_params
-from scratio._keys import Params, Tool, Uns
+from scratio._keys import TOOLS, Params, Tool, Uns
 from scratio._registration import RegisteredCells
 from scratio._scoring import make_solver
 from scratio._settings import logger
@@ -77,6 +77,7 @@ class ToolOptions:
     min_cells: int = 10
     train_kwargs: Mapping[str, Any] | None = None
     copy: bool = False
+    overwrite: bool = False
     random_state: int = 0
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -221,18 +222,34 @@ class ToolRun:
                 values = get_categorical(adata, key)
                 run.categories[key] = check_categories(values, key, required=required.get(key, ()))
                 run._labels[key] = np.asarray(values).astype(str)
-        run.check_columns(columns)
+        if columns:
+            run.check_columns(columns)
         return run
 
     def check_columns(self, columns: Sequence[str]) -> None:
-        """Refuse to overwrite ``adata.obs`` columns that do not hold floats (earlier scores)."""
-        obs = self.adata.obs
+        """Refuse to replace a user's ``adata.obs`` column or ``adata.uns[key_added]`` entry.
+
+        What scratio wrote itself (an ``uns`` entry with its params, and the columns they list)
+        is replaced with a log line, as scanpy does; anything else needs ``overwrite=True``.
+        """
+        if self.options.overwrite:
+            return
+        ours = _written_by_scratio(self.adata)
+        obs, uns = self.adata.obs, self.adata.uns
         for column in columns:
-            if column in obs.columns and not pd.api.types.is_float_dtype(obs[column]):
+            if column in obs.columns and column not in ours:
                 raise ValueError(
-                    f"`adata.obs[{column!r}]` already exists and holds {obs[column].dtype} values; "
-                    "the result would overwrite it. Pass another `key_added`."
+                    f"`adata.obs[{column!r}]` already exists ({obs[column].dtype}) and was not written by "
+                    "scratio; the result would overwrite it. Pass another `key_added`, or `overwrite=True`."
                 )
+        if self.key_added in uns and self.key_added not in ours:
+            raise ValueError(
+                f"`adata.uns[{self.key_added!r}]` already exists and was not written by scratio; the result "
+                "would overwrite it. Pass another `key_added`, or `overwrite=True`."
+            )
+        replaced = [c for c in [*columns, self.key_added] if c in ours and (c in obs.columns or c in uns)]
+        if replaced:
+            logger.info(f"{self.tool.name}: replacing the earlier scratio results {replaced}")
 
     @property
     def key_added(self) -> str:
@@ -267,27 +284,29 @@ class ToolRun:
         tables: Mapping[str, Any],
         params: Mapping[str, Any],
         ratios: Mapping[str, str],
+        scored: np.ndarray | None = None,
     ) -> AnnData | None:
         """Write ``results`` to ``adata.obs`` and ``{"params", **tables}`` to ``adata.uns[key_added]``.
 
         ``ratios`` says what each column holds (``"log p(x | treated) / p(x | control)"``), for
-        the plots' titles. ``params`` (the tool's keys and categories) is completed with the model's record
+        the plots' titles. ``scored`` marks the cells the tool scored (default: all; the others
+        hold NaN); a scored cell without a finite score is an error, and nothing is written. ``params`` (the tool's keys and categories) is completed with the model's record
         (representation, schedule, network, training, final loss), the scoring options, the
         written ``columns`` and the package version; no entry is written twice.
         """
+        results = {column: np.asarray(values, dtype=np.float32) for column, values in results.items()}
+        for column, values in results.items():
+            bad = ~np.isfinite(values) if scored is None else scored & ~np.isfinite(values)
+            if bad.any():
+                raise RuntimeError(
+                    f"{int(bad.sum())} cells got non-finite scores for `adata.obs[{column!r}]`; nothing was written. "
+                    "Train longer, use more `solver_steps`, or check the representation of those cells."
+                )
         adata = self.adata.copy() if self.options.copy else self.adata
         with warnings.catch_warnings():
             # Writing into a view makes it an actual AnnData, as scanpy's tools do.
             warnings.simplefilter("ignore", ImplicitModificationWarning)
             for column, values in results.items():
-                values = np.asarray(values, dtype=np.float32)
-                scored = ~np.isnan(values)
-                if not np.isfinite(values[scored]).all():
-                    warnings.warn(
-                        f"`adata.obs[{column!r}]` has non-finite scores; train longer or use more `solver_steps`.",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
                 adata.obs[column] = values
             adata.uns[self.key_added] = {Uns.PARAMS: self._params(params, list(results), ratios), **tables}
         logger.info(
@@ -319,6 +338,17 @@ class ToolRun:
             "scoring": scoring,
             "scratio_version": __version__,
         }
+
+
+def _written_by_scratio(adata: AnnData) -> set[str]:
+    """The ``uns`` keys and ``obs`` columns that a scratio tool wrote (recorded in its params)."""
+    names = set()
+    for key, result in adata.uns.items():
+        params = result.get(Uns.PARAMS) if isinstance(result, Mapping) else None
+        if isinstance(params, Mapping) and params.get(Params.TOOL) in TOOLS:
+            names.add(key)
+            names.update(params.get(Params.COLUMNS, ()))
+    return names
 
 
 def summarise(
