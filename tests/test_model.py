@@ -302,3 +302,26 @@ def test_learning_rate_warms_up_then_decays_as_a_cosine():
         scheduler.step()
     expected = [(k + 1) / 10 if k < 10 else 0.5 * (1 + math.cos(math.pi * (k - 10) / 40)) for k in range(50)]
     np.testing.assert_allclose(rates, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda config: config["scale"].__setitem__(0, config["scale"][0] * 2),
+        lambda config: config["categories"]["condition"].reverse(),
+        lambda config: config["path"].__setitem__("s_min", 0.3),
+    ],
+    ids=["scale", "category order", "schedule"],
+)
+def test_an_edited_saved_model_is_refused(trained_2d, tmp_path, edit):
+    import json
+
+    _, _, model = trained_2d
+    model.save(tmp_path / "model")
+    sr.RatioFlow.load(tmp_path / "model")  # as saved: loads
+    config_file = tmp_path / "model" / "config.json"
+    config = json.loads(config_file.read_text())
+    edit(config)
+    config_file.write_text(json.dumps(config, indent=1))
+    with pytest.raises(ValueError, match=r"changed after it was saved.*checksum"):
+        sr.RatioFlow.load(tmp_path / "model")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import io
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,6 +31,7 @@ Data = AnnData | np.ndarray | None
 
 _CONFIG = "config.json"
 _WEIGHTS = "weights.pt"
+_CHECKSUM = "sha256"
 #: The network's options, which ``RatioFlow(...)`` forwards.
 NETWORK_OPTIONS = tuple(inspect.signature(ConditionalFlowNet).parameters)[2:]
 
@@ -505,12 +508,18 @@ class RatioFlow:
         if path.exists() and not overwrite and any(path.iterdir()):
             raise FileExistsError(f"{str(path)!r} exists and is not empty; pass `overwrite=True`.")
         path.mkdir(parents=True, exist_ok=True)
-        (path / _CONFIG).write_text(json.dumps(self.config(), indent=1))
         torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, path / _WEIGHTS)
+        config = self.config()
+        config[_CHECKSUM] = _checksum(config, (path / _WEIGHTS).read_bytes())
+        (path / _CONFIG).write_text(json.dumps(config, indent=1))
 
     @classmethod
     def load(cls, path: str | Path, adata: AnnData | None = None, *, device: str = "cpu") -> RatioFlow:
         """Load a model written by :meth:`save` (0.1 or later) without executing code from the files.
+
+        The configuration is checked (shapes, finite standardisation, distinct categories), and
+        a model saved since 0.2 must match the checksum written with it, so that an edited or
+        corrupted file is refused rather than scored with wrong numbers.
 
         Parameters
         ----------
@@ -525,7 +534,14 @@ class RatioFlow:
         """
         path = Path(path)
         config = json.loads((path / _CONFIG).read_text())
-        state = torch.load(path / _WEIGHTS, map_location=device, weights_only=True)
+        weights = (path / _WEIGHTS).read_bytes()
+        expected = config.pop(_CHECKSUM, None)  # models saved by 0.1 have none
+        if expected is not None and expected != _checksum(config, weights):
+            raise ValueError(
+                f"The model in {str(path)!r} changed after it was saved: its {_CONFIG} or {_WEIGHTS} does not "
+                "match the checksum written with them. Restore the files as saved, or retrain."
+            )
+        state = torch.load(io.BytesIO(weights), map_location=device, weights_only=True)
         model = cls(
             adata,
             registration=Registration.from_dict(config),
@@ -552,3 +568,10 @@ class RatioFlow:
         """Use ``adata`` as the default data, read once through the registration (and checked against it)."""
         self._cells = self.registration.cells(adata)
         self.adata = adata
+
+
+def _checksum(config: Mapping[str, Any], weights: bytes) -> str:
+    """SHA-256 of the configuration (keys sorted) and the weights file, written with a saved model."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    digest.update(weights)
+    return digest.hexdigest()
