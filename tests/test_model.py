@@ -325,3 +325,16 @@ def test_an_edited_saved_model_is_refused(trained_2d, tmp_path, edit):
     config_file.write_text(json.dumps(config, indent=1))
     with pytest.raises(ValueError, match=r"changed after it was saved.*checksum"):
         sr.RatioFlow.load(tmp_path / "model")
+
+
+def test_fast_scores_of_a_cell_do_not_depend_on_the_other_cells_passed(trained_2d):
+    adata, _, model = trained_2d
+    fast = {"divergence": "hutchinson", "n_probes": 1}
+    everything = model.log_ratio(adata, SHIFTED, REFERENCE, **fast)
+    subset = np.arange(1000, 1500)
+    alone = model.log_ratio(adata.obsm["X_pca"][subset], SHIFTED, REFERENCE, **fast)
+    np.testing.assert_array_equal(alone, everything[subset])
+    shuffled = np.random.default_rng(0).permutation(subset)
+    np.testing.assert_array_equal(
+        model.log_ratio(adata[shuffled], SHIFTED, REFERENCE, **fast), everything[shuffled]
+    )

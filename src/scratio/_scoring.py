@@ -79,17 +79,18 @@ def scoring_method(method: Callable) -> Callable:
 
 def stream_scores(
     x: np.ndarray,
-    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    score: Callable[[torch.Tensor, slice, torch.Tensor], torch.Tensor],
     *,
     standardise: Callable[[np.ndarray], np.ndarray],
     device: torch.device,
     batch_size: int,
     desc: str,
 ) -> np.ndarray:
-    """Apply ``score(block, index)`` to standardised blocks of cells, memory flat in ``len(x)``.
+    """Apply ``score(block, rows, keys)`` to standardised blocks of cells, memory flat in ``len(x)``.
 
-    ``index`` holds the cells' positions in ``x``; the results are written into one float32
-    array, with a progress bar that follows :data:`scratio.settings`.
+    ``rows`` is the block's slice of ``x``; ``keys`` are :func:`cell_keys` of the block, so that a cell's Hutchinson probes depend on
+    the cell and not on its position among the cells passed; the results are written into one
+    float32 array, with a progress bar that follows :data:`scratio.settings`.
     """
     if len(x) == 0:
         raise ValueError("No cells to score: the data has 0 rows.")
@@ -98,10 +99,19 @@ def stream_scores(
     for start in range(0, len(x), batch_size):
         stop = min(start + batch_size, len(x))
         block = torch.from_numpy(standardise(x[start:stop])).to(device)
-        values = score(block, torch.arange(start, stop)).cpu().numpy()
+        values = score(block, slice(start, stop), cell_keys(x[start:stop])).cpu().numpy()
         if output is None:
             output = np.empty((len(x), *values.shape[1:]), dtype=np.float32)
         output[start:stop] = values
         bar.update(stop - start)
     bar.close()
     return output
+
+
+def cell_keys(x: np.ndarray) -> torch.Tensor:
+    """A key per cell from the bits of its coordinates (a polynomial hash modulo ``2^31 - 1``)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.int64)
+    keys = np.zeros(len(x), dtype=np.int64)
+    for column in bits.T:
+        keys = (keys * 1_000_003 + column) % 2_147_483_647
+    return torch.from_numpy(keys)

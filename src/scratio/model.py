@@ -238,9 +238,8 @@ class RatioFlow:
             desc=desc,
         )
 
-    def _rows(self, codes: np.ndarray, rows: torch.Tensor | slice) -> torch.Tensor:
+    def _rows(self, codes: np.ndarray, rows: slice) -> torch.Tensor:
         """Encoded conditions of a block of cells, on the network's device."""
-        rows = rows.numpy() if isinstance(rows, torch.Tensor) else rows
         return torch.from_numpy(np.ascontiguousarray(codes[rows])).to(self.device)
 
     @renamed_keywords(method="estimator")
@@ -285,10 +284,10 @@ class RatioFlow:
         x = self.representation(data)
         num, den, simulated = (self.encode(c, len(x)) for c in (numerator, denominator, base))
 
-        def score(xb, index):
+        def score(xb, rows, keys):
             return ode.log_ratio(
-                self.network, xb, self._rows(num, index), self._rows(den, index), estimator=estimator,
-                base=self._rows(simulated, index), solver=solver, index=index,
+                self.network, xb, self._rows(num, rows), self._rows(den, rows), estimator=estimator,
+                base=self._rows(simulated, rows), solver=solver, index=keys,
             )  # fmt: skip
 
         return self._stream(x, score, batch_size=batch_size, desc=f"log-ratio ({estimator})")
@@ -317,8 +316,8 @@ class RatioFlow:
         x = self.representation(data)
         codes = self.encode(condition, len(x))
 
-        def score(xb, index):
-            return ode.log_likelihood(self.network, xb, self._rows(codes, index), solver=solver, index=index)
+        def score(xb, rows, keys):
+            return ode.log_likelihood(self.network, xb, self._rows(codes, rows), solver=solver, index=keys)
 
         return (
             self._stream(x, score, batch_size=batch_size, desc="log-likelihood") - self.registration.log_scale
@@ -372,10 +371,10 @@ class RatioFlow:
         base = self.encode(given, len(x))
         per_category = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
 
-        def score(xb, index):
+        def score(xb, rows, keys):
             ratios, base_ll = ode.category_log_ratios(
-                self.network, xb, [self._rows(c, index) for c in per_category], self._rows(base, index),
-                solver=solver, index=index,
+                self.network, xb, [self._rows(c, rows) for c in per_category], self._rows(base, rows),
+                solver=solver, index=keys,
             )  # fmt: skip
             return ratios + base_ll[:, None]
 

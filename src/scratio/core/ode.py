@@ -53,8 +53,8 @@ class Solver:
     n_probes
         Probes per cell for ``"hutchinson"``.
     seed
-        Seed of the Hutchinson probes. A cell's probes depend on its global index and the
-        seed only, not on its batch.
+        Seed of the Hutchinson probes. A cell's probes depend on its key and the seed only, not
+        on its batch (:class:`~scratio.RatioFlow` keys each cell by its coordinates).
     """
 
     method: str = "rk4"
@@ -93,8 +93,9 @@ class Solver:
     def probes(self, n_dims: int, index: torch.Tensor) -> torch.Tensor:
         """Tangent directions ``(n_probes or d, n, d)`` whose quadratic forms average to the trace.
 
-        ``index`` holds the cells' global positions; Rademacher signs come from a hash of
-        ``(seed, index, probe, dimension)`` so they do not depend on the batching.
+        ``index`` holds a key per cell (its global position, or a hash of its coordinates);
+        Rademacher signs come from a hash of ``(seed, key, probe, dimension)`` so they do not
+        depend on the batching.
         """
         n = len(index)
         if self.divergence == "exact":
