@@ -558,3 +558,23 @@ def test_scratios_own_results_are_replaced_and_overwrite_replaces_the_users():
     assert adata.uns["mine"]["params"]["tool"] == "differential_abundance"
     sr.tl.differential_abundance(adata, "condition", "control", key_added="mine", random_state=1, **settings)
     assert not np.array_equal(first, adata.obs["mine"].to_numpy())
+
+
+def test_ctrl_c_during_training_raises_keyboard_interrupt_and_leaves_the_anndata(monkeypatch):
+    import signal
+
+    from lightning.pytorch.callbacks import Callback
+
+    class PressCtrlC(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 3:
+                raise KeyboardInterrupt
+
+    adata = da_data(300)
+    before = snapshot(adata)
+    with pytest.raises(KeyboardInterrupt, match="interrupted"):
+        sr.tl.differential_abundance(
+            adata, "condition", "control", n_steps=50, width=16, train_kwargs={"callbacks": [PressCtrlC()]}
+        )
+    assert_unchanged(adata, before)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl+C still works afterwards

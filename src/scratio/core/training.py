@@ -5,8 +5,11 @@ Lightning loads inside :func:`train_flow`, not at import: scoring a saved model 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -230,7 +233,7 @@ def train_flow(
     )
     network.train()
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _interruptible(trainer):
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
         warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
@@ -291,3 +294,23 @@ def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
         callbacks=callbacks,
         **kwargs,
     )
+
+
+@contextlib.contextmanager
+def _interruptible(trainer):
+    """Let Ctrl+C during ``trainer.fit`` raise :class:`KeyboardInterrupt`, and keep Ctrl+C working after it.
+
+    Lightning answers a :class:`KeyboardInterrupt` by ignoring SIGINT from then on and calling
+    ``exit(1)``: a notebook would see ``SystemExit`` and could not be interrupted again.
+    """
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        yield
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt("Training was interrupted; the model is left untrained.") from None
+        raise
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
