@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ._deprecation import renamed_keywords
 from ._docs import doc_params
-from ._settings import settings
+from ._settings import progress_bar
 from .core.ode import Solver
 
 #: Scoring keywords and the :class:`~scratio.core.Solver` fields they set.
@@ -95,7 +94,7 @@ def stream_scores(
     if len(x) == 0:
         raise ValueError("No cells to score: the data has 0 rows.")
     output = None
-    bar = tqdm(total=len(x), desc=desc, unit="cells", disable=not settings.progress_bar, leave=False)
+    bar = progress_bar(total=len(x), desc=desc, unit="cell")
     for start in range(0, len(x), batch_size):
         stop = min(start + batch_size, len(x))
         block = torch.from_numpy(standardise(x[start:stop])).to(device)

@@ -6,8 +6,11 @@ from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
+
+from scratio._settings import progress_bar
 
 from .network import ConditionalFlowNet
 from .paths import GaussianPath
@@ -235,3 +238,37 @@ class WeightAverage(L.Callback):
             ):
                 weight.copy_(averaged)
         self._average = None
+
+
+class StepProgressBar(ProgressBar):
+    """One bar over the training steps, with the smoothed loss, on stderr; none for validation.
+
+    Lightning's own bars count "epochs" (here one epoch holds every step), print to stdout and
+    nest a bar per validation check.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._bar = None
+
+    def disable(self) -> None:  # noqa: D102
+        self._enabled = False
+
+    def enable(self) -> None:  # noqa: D102
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module) -> None:  # noqa: D102
+        if self._enabled and trainer.is_global_zero:
+            self._bar = progress_bar(total=trainer.max_steps, desc="training", unit="step")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        if self._bar is not None:
+            if trainer.global_step % pl_module.record_every == 0:
+                self._bar.set_postfix(loss=f"{float(pl_module.smoothed_loss):.4f}", refresh=False)
+            self._bar.update(1)
+
+    def on_train_end(self, trainer, pl_module) -> None:  # noqa: D102
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -218,26 +218,27 @@ def train_flow(
             )
     else:
         trainer_kwargs.setdefault("limit_val_batches", 0)
-    trainer = quiet_trainer(
-        max_steps=n_steps,
-        accelerator=options.accelerator,
-        devices=options.devices,
-        strategy=options.strategy,
-        callbacks=callbacks,
-        **trainer_kwargs,
-    )
-    device_kind = trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
-    logger.info(
-        f"Training RatioFlow on {trainer.num_devices} {device_kind} device(s): {len(train_cells)} cells "
-        f"({n_validation} held out), {x.shape[1]} dims, up to {n_steps} steps of {options.batch_size}."
-    )
-    network.train()
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
-    with warnings.catch_warnings(), _interruptible(trainer):
+    with warnings.catch_warnings(), _lightning_says_only_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
         warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
-        trainer.fit(module, loader, validation_loader)
+        trainer = quiet_trainer(
+            max_steps=n_steps,
+            accelerator=options.accelerator,
+            devices=options.devices,
+            strategy=options.strategy,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        device_kind = trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
+        logger.info(
+            f"Training RatioFlow on {trainer.num_devices} {device_kind} device(s): {len(train_cells)} cells "
+            f"({n_validation} held out), {x.shape[1]} dims, up to {n_steps} steps of {options.batch_size}."
+        )
+        network.train()
+        with _interruptible(trainer):
+            trainer.fit(module, loader, validation_loader)
     network.cpu().eval()  # a spawning strategy loads the trained weights back into this network
     history = module.loss_history.cpu().numpy()
     record = TrainingRecord(
@@ -271,19 +272,15 @@ def train_flow(
 def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
     """A Lightning trainer without logger, checkpoints, summaries or banner lines."""
     import lightning as L
-    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks import ProgressBar
 
-    for name in (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-        "lightning.fabric",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from .flow_matching import StepProgressBar
+
     kwargs.setdefault("enable_progress_bar", settings.progress_bar)
     callbacks = list(callbacks)
     if kwargs["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
-        # One plain bar over all steps (Lightning would pick a Rich bar counting "epochs" if rich is installed).
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        # One bar over the steps (Lightning's own count "epochs" and nest a bar per validation).
+        callbacks.append(StepProgressBar())
     return L.Trainer(
         logger=False,
         enable_checkpointing=False,
@@ -314,3 +311,22 @@ def _interruptible(trainer):
     finally:
         if handler is not None:
             signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def _lightning_says_only_warnings():
+    """Hold Lightning's banner lines (devices, ranks) back during one run, then restore its loggers."""
+    names = (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.pytorch.accelerators.cuda",
+        "lightning.fabric",
+    )
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
