@@ -338,3 +338,16 @@ def test_fast_scores_of_a_cell_do_not_depend_on_the_other_cells_passed(trained_2
     np.testing.assert_array_equal(
         model.log_ratio(adata[shuffled], SHIFTED, REFERENCE, **fast), everything[shuffled]
     )
+
+
+def test_cells_outside_the_training_data_are_told_apart(trained_2d, tmp_path):
+    adata, _, model = trained_2d
+    assert model.support.reference == "held-out" and model.support.n_reference == 200
+    assert model.outside_training_data().mean() <= 0.01
+    far = np.array([[20.0, 20.0], [0.5, 0.5], [-15.0, 3.0]], dtype=np.float32)
+    assert model.outside_training_data(far).tolist() == [True, False, True]
+    model.save(tmp_path / "model")
+    assert sr.RatioFlow.load(tmp_path / "model").support == model.support
+    old = sr.RatioFlow.load(Path(__file__).parent / "data" / "model_v0.1.0")
+    with pytest.raises(ValueError, match="no record of its training data's support.*train it again"):
+        old.outside_training_data(far)

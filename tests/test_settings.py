@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import scanpy as sc
+from tqdm import TqdmWarning
 
 import scratio as sr
 
@@ -42,7 +43,7 @@ def test_scanpy_info_shows_lines_and_one_bar_per_phase_on_stderr(follow_scanpy, 
         logging.getLogger(n).level for n in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric")
     ]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no TqdmWarning "IProgress not found" without ipywidgets
+        warnings.simplefilter("error", TqdmWarning)  # no "IProgress not found" without ipywidgets
         run_tool()
     out, err = capfd.readouterr()
     assert out == ""  # nothing on stdout: no "Epoch 0", no Lightning banner

@@ -578,3 +578,18 @@ def test_ctrl_c_during_training_raises_keyboard_interrupt_and_leaves_the_anndata
         )
     assert_unchanged(adata, before)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl+C still works afterwards
+
+
+def test_new_cells_outside_the_training_data_are_flagged_with_a_warning():
+    adata = da_data(800, random_state=3)
+    model = RatioFlow(adata, "X_pca", ["condition"], width=32).train(200, batch_size=256)
+    new = adata[:50].copy()
+    new.obsm["X_pca"][7] = 20.0  # far from every training cell
+    with pytest.warns(
+        UserWarning, match=r"1 of 50 scored cells lie outside the training data.*scratio_da_outside"
+    ):
+        sr.tl.differential_abundance(new, "condition", "control", model=model)
+    outside = new.obs["scratio_da_outside"]
+    assert outside.dtype == bool and outside.sum() == 1 and outside.iloc[7]
+    assert new.uns["scratio_da"]["params"]["outside"]["n_cells"] == 1
+    assert np.isfinite(new.obs["scratio_da"]).all()

@@ -14,8 +14,12 @@ _LAZY_MODULES = {
     "datasets": "scratio.datasets",
     "core": "scratio.core",
 }
-_LAZY_NAMES = {"RatioFlow": "scratio.model", "Registration": "scratio._registration"}
-__all__ = ["RatioFlow", "Registration", "datasets", "pl", "settings", "tl", "__version__"]
+_LAZY_NAMES = {
+    "RatioFlow": "scratio.model",
+    "Registration": "scratio._registration",
+    "Support": "scratio._support",
+}
+__all__ = ["RatioFlow", "Registration", "Support", "datasets", "pl", "settings", "tl", "__version__"]
 
 
 def __getattr__(name: str):

@@ -60,3 +60,5 @@ class Params:
     #: What each of the columns holds, in their order, for titles and colour bars, e.g.
     #: ``"log p(x | treated) / p(x | control)"``.
     RATIOS = "ratios"
+    #: Cells outside the training data: ``{"column", "n_cells", "threshold"}``.
+    OUTSIDE = "outside"

@@ -20,6 +20,7 @@ from ._deprecation import renamed_keywords
 from ._docs import doc_params, parameters_section
 from ._registration import Condition, RegisteredCells, Registration
 from ._scoring import scoring_method, stream_scores
+from ._support import SUPPORT_SCORING, Support
 from ._version import __version__
 from .core import ode
 from .core.network import ConditionalFlowNet
@@ -130,6 +131,7 @@ class RatioFlow:
             )
         self.network.eval()
         self.training: TrainingRecord | None = None
+        self.support: Support | None = None
 
     # ---------------------------------------------------------------- what the model is
     @property
@@ -223,7 +225,39 @@ class RatioFlow:
             torch.from_numpy(self.cells.codes),
         )
         self.training = train_flow(self.network, self.path, x, codes, options, seed=self.random_state)
+        _, held_out = options.split(len(x), self.random_state)
+        reference = "held-out" if len(held_out) else "training"
+        if not len(held_out):  # every cell trained on: take up to 4096 of them, evenly spaced
+            held_out = np.arange(0, len(x), max(1, len(x) // 4096))
+        log_likelihood = self.log_likelihood(self.cells.x[held_out], **SUPPORT_SCORING)
+        self.support = Support.from_log_likelihoods(log_likelihood, reference)
         return self
+
+    def outside_training_data(self, data: Data = None, *, batch_size: int = 256) -> np.ndarray:
+        """Whether each cell lies outside the training data, by its unconditional likelihood.
+
+        A cell is outside when ``log p(x)`` (every condition key null) is lower than that of the
+        least likely held-out cell by more than three times the held-out cells' interquartile range
+        (:class:`~scratio.Support`). Its log-ratios extrapolate the model and should not be trusted.
+
+        Parameters
+        ----------
+        data
+            As in :meth:`log_ratio`.
+        batch_size
+            Cells integrated together.
+
+        Returns
+        -------
+        A boolean array, one entry per cell.
+        """
+        if self.support is None:
+            raise ValueError(
+                "This model has no record of its training data's support (it was trained by scratio 0.1); "
+                "train it again to flag cells outside the training data."
+            )
+        log_likelihood = self.log_likelihood(data, batch_size=batch_size, **SUPPORT_SCORING)
+        return self.support.outside(log_likelihood)
 
     # ---------------------------------------------------------------- scoring
     def _stream(self, x: np.ndarray, score, *, batch_size: int, desc: str) -> np.ndarray:
@@ -479,6 +513,7 @@ class RatioFlow:
             "network": self.network.config,
             "random_state": self.random_state,
             "training": self.training_record,
+            "support": None if self.support is None else self.support.to_dict(),
         }
 
     @property
@@ -551,6 +586,7 @@ class RatioFlow:
         model.network.load_state_dict(state)
         model.network.to(device)
         model.training = TrainingRecord.from_dict(config["training"]) if config["training"] else None
+        model.support = Support.from_dict(config["support"]) if config.get("support") else None
         return model
 
     # ---------------------------------------------------------------- other data

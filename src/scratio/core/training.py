@@ -134,6 +134,12 @@ class TrainingOptions:
         n = min(int(round(self.validation_fraction * n_cells)), MAX_VALIDATION_CELLS)
         return n if n >= MIN_VALIDATION_CELLS else 0
 
+    def split(self, n_cells: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the training and the held-out cells among ``n_cells``, drawn from ``seed``."""
+        order = np.random.default_rng(seed).permutation(n_cells)
+        n_validation = self.validation_size(n_cells)
+        return order[n_validation:], order[:n_validation]
+
 
 @dataclass(frozen=True)
 class TrainingRecord:
@@ -190,9 +196,8 @@ def train_flow(
     from .flow_matching import FixedValidationBatch, FlowMatchingModule, RandomBatches, WeightAverage
 
     n_steps = options.steps_for(len(x))
-    n_validation = options.validation_size(len(x))
-    order = np.random.default_rng(seed).permutation(len(x))
-    train_cells, validation_cells = order[n_validation:], order[:n_validation]
+    train_cells, validation_cells = options.split(len(x), seed)
+    n_validation = len(validation_cells)
     batches = RandomBatches(
         x, codes, torch.from_numpy(train_cells), batch_size=options.batch_size, n_batches=n_steps, seed=seed
     )

@@ -236,6 +236,7 @@ class ToolRun:
             return
         ours = _written_by_scratio(self.adata)
         obs, uns = self.adata.obs, self.adata.uns
+        columns = [*columns, self.outside_column]
         for column in columns:
             if column in obs.columns and column not in ours:
                 raise ValueError(
@@ -255,6 +256,11 @@ class ToolRun:
     def key_added(self) -> str:
         """Where the results go."""
         return self.options.key_added
+
+    @property
+    def outside_column(self) -> str:
+        """The ``adata.obs`` column marking the cells outside the training data."""
+        return f"{self.key_added}_outside"
 
     @property
     def x(self) -> np.ndarray:
@@ -302,18 +308,54 @@ class ToolRun:
                     f"{int(bad.sum())} cells got non-finite scores for `adata.obs[{column!r}]`; nothing was written. "
                     "Train longer, use more `solver_steps`, or check the representation of those cells."
                 )
+        outside = self._outside(np.ones(self.adata.n_obs, dtype=bool) if scored is None else scored)
         adata = self.adata.copy() if self.options.copy else self.adata
         with warnings.catch_warnings():
             # Writing into a view makes it an actual AnnData, as scanpy's tools do.
             warnings.simplefilter("ignore", ImplicitModificationWarning)
             for column, values in results.items():
                 adata.obs[column] = values
-            adata.uns[self.key_added] = {Uns.PARAMS: self._params(params, list(results), ratios), **tables}
+            if outside is not None:
+                adata.obs[self.outside_column] = outside
+            params = {
+                **self._params(params, list(results), ratios),
+                Params.OUTSIDE: self._outside_record(outside),
+            }
+            adata.uns[self.key_added] = {Uns.PARAMS: params, **tables}
         logger.info(
             f"{self.tool.name}: added\n    {', '.join(map(repr, results))}, per-cell log-ratios (adata.obs)\n"
             f"    {self.key_added!r}, params and {', '.join(map(repr, tables))} (adata.uns)"
         )
         return adata if self.options.copy else None
+
+    def _outside(self, scored: np.ndarray) -> np.ndarray | None:
+        """Which scored cells lie outside the training data (None for a model without a recorded support)."""
+        if self.model.support is None:
+            logger.info(
+                f"{self.tool.name}: the model records no support (scratio 0.1); cells are not flagged"
+            )
+            return None
+        outside = np.zeros(len(scored), dtype=bool)
+        if scored.any():
+            outside[scored] = self.model.outside_training_data(self.x[scored])
+        if outside.any():
+            warnings.warn(
+                f"{int(outside.sum())} of {int(scored.sum())} scored cells lie outside the training data (their "
+                "unconditional likelihood is far below that of every held-out cell): their log-ratios extrapolate "
+                f"the model. They are marked in `adata.obs[{self.outside_column!r}]`.",
+                UserWarning,
+                stacklevel=4,
+            )
+        return outside
+
+    def _outside_record(self, outside: np.ndarray | None) -> dict[str, Any] | None:
+        if outside is None:
+            return None
+        return {
+            "column": self.outside_column,
+            "n_cells": int(outside.sum()),
+            "threshold": self.model.support.threshold,
+        }
 
     def _params(
         self, params: Mapping[str, Any], columns: list[str], ratios: Mapping[str, str]
@@ -348,6 +390,8 @@ def _written_by_scratio(adata: AnnData) -> set[str]:
         if isinstance(params, Mapping) and params.get(Params.TOOL) in TOOLS:
             names.add(key)
             names.update(params.get(Params.COLUMNS, ()))
+            if isinstance(params.get(Params.OUTSIDE), Mapping):
+                names.add(params[Params.OUTSIDE]["column"])
     return names
 
 
