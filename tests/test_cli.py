@@ -1,3 +1,5 @@
+from importlib.resources import files
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -5,6 +7,18 @@ import pytest
 
 import scratio as sr
 from scratio import _cli
+from scratio._version import __version__
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"scratio {__version__}\n"
+
+
+def test_package_ships_py_typed():
+    assert (files("scratio") / "py.typed").is_file()
 
 
 def test_cluster_table_expects_density_ratios():

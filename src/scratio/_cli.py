@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scratio._version import __version__
+
 if TYPE_CHECKING:
     import pandas as pd
     from anndata import AnnData
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scratio", description="Per-cell likelihood ratios between conditions."
     )
+    parser.add_argument("--version", action="version", version=f"scratio {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="differential abundance on semi-synthetic PBMC labels")
     demo_parser.add_argument("--out", type=Path, default=Path("scratio_demo"), help="output folder")
