@@ -55,6 +55,6 @@ def test_demo_prints_expected_log_r(tmp_path, monkeypatch, capsys):
     assert header.split() == ["n_cells", "true", "log-odds", "expected", "log", "r", "mean", "log", "r"]
     assert "expected log r = true log-odds - log(N_treated / N_control)" in out
     table = pd.read_csv(tmp_path / "pbmc68k_da_clusters.csv", index_col=0)
-    offset = float(out.split("here true log-odds - ")[1].split(":")[0])
+    offset = float(out.split("log(N_treated / N_control) = ")[1].split(":")[0])
     np.testing.assert_allclose(table["expected log r"], table["true log-odds"] - offset, atol=1e-3)
     assert (tmp_path / "pbmc68k_da_umap.png").is_file()

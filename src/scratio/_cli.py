@@ -80,9 +80,9 @@ def demo(out: Path, *, delta: float, n_pcs: int, n_steps: int | None, random_sta
     figure.savefig(out / "pbmc68k_da_umap.png", dpi=120, bbox_inches="tight")
     table.to_csv(out / "pbmc68k_da_clusters.csv")
     print(f"Differential abundance on pbmc68k_reduced ({adata.n_obs} cells), semi-synthetic delta = {delta}")
+    print("log r compares densities, not counts: expected log r = true log-odds - log(N_treated / N_control)")
     print(
-        f"expected log r = true log-odds - log(N_treated / N_control), here true log-odds - {offset:.3f}: "
-        f"log r compares densities, not counts, so clusters without DA are expected at {-offset:.3f}, not 0"
+        f"log(N_treated / N_control) = {offset:.3f}: clusters without DA are expected at {-offset:.3f}, not 0"
     )
     print(table.round(3).to_string())
     print(f"PR-AUC {metrics['pr_auc']:.3f}  NAR {metrics['nar']:.2f}  CSP {metrics['csp']:.3f}")
