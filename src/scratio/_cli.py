@@ -5,6 +5,53 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scratio._version import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from anndata import AnnData
+
+
+def cluster_table(adata: AnnData, key: str = "scratio_da") -> tuple[pd.DataFrame, float]:
+    """Per-cluster truth and estimate of a demo run.
+
+    The log-ratio compares densities, ``p(x | treated) / p(x | control)``, not cell counts. By
+    Bayes' rule it equals the log-odds of a cell being treated minus the overall log-odds
+    ``log(N_treated / N_control)``, so clusters without differential abundance are expected
+    below zero when treated cells outnumber control cells.
+
+    Parameters
+    ----------
+    adata
+        The demo's AnnData with ``obs["leiden"]``, ``obs["condition"]``, ``obs["true_log_odds"]``
+        and the log-ratios in ``obs[key]``.
+    key
+        Column of ``adata.obs`` with the log-ratios.
+
+    Returns
+    -------
+    The table, one row per cluster (``n_cells``, ``true log-odds``, ``expected log r`` and
+    ``mean log r``), and ``log(N_treated / N_control)``.
+    """
+    import pandas as pd
+
+    counts = adata.obs["condition"].value_counts()
+    offset = float(np.log(counts["treated"] / counts["control"]))
+    by_cluster = adata.obs.groupby("leiden", observed=True)
+    truth = by_cluster["true_log_odds"].first()
+    table = pd.DataFrame(
+        {
+            "n_cells": by_cluster.size(),
+            "true log-odds": truth,
+            "expected log r": truth - offset,
+            "mean log r": by_cluster[key].mean(),
+        }
+    )
+    return table, offset
 
 
 def demo(out: Path, *, delta: float, n_pcs: int, n_steps: int | None, random_state: int) -> None:
@@ -12,7 +59,6 @@ def demo(out: Path, *, delta: float, n_pcs: int, n_steps: int | None, random_sta
     import matplotlib
 
     matplotlib.use("Agg")
-    import pandas as pd
 
     import scratio as sr
 
@@ -27,20 +73,17 @@ def demo(out: Path, *, delta: float, n_pcs: int, n_steps: int | None, random_sta
         n_steps=n_steps,
         random_state=random_state,
     )
-    score = adata.obs["scratio_da"]
-    table = pd.DataFrame(
-        {
-            "n_cells": adata.obs.groupby("leiden", observed=True).size(),
-            "true_log_odds": adata.obs.groupby("leiden", observed=True)["true_log_odds"].first(),
-            "mean_log_ratio": score.groupby(adata.obs["leiden"], observed=True).mean(),
-        }
-    )
-    metrics = sr.datasets.da_metrics(score, adata.obs["is_da"], adata.obs["true_log_odds"])
+    table, offset = cluster_table(adata, "scratio_da")
+    metrics = sr.datasets.da_metrics(adata.obs["scratio_da"], adata.obs["is_da"], adata.obs["true_log_odds"])
     out.mkdir(parents=True, exist_ok=True)
     figure = sr.pl.ratio_embedding(adata, "scratio_da", basis="umap", show=False, return_fig=True)
     figure.savefig(out / "pbmc68k_da_umap.png", dpi=120, bbox_inches="tight")
     table.to_csv(out / "pbmc68k_da_clusters.csv")
     print(f"Differential abundance on pbmc68k_reduced ({adata.n_obs} cells), semi-synthetic delta = {delta}")
+    print("log r compares densities, not counts: expected log r = true log-odds - log(N_treated / N_control)")
+    print(
+        f"log(N_treated / N_control) = {offset:.3f}: clusters without DA are expected at {-offset:.3f}, not 0"
+    )
     print(table.round(3).to_string())
     print(f"PR-AUC {metrics['pr_auc']:.3f}  NAR {metrics['nar']:.2f}  CSP {metrics['csp']:.3f}")
     print(f"Wrote {out / 'pbmc68k_da_umap.png'} and {out / 'pbmc68k_da_clusters.csv'}")
@@ -51,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scratio", description="Per-cell likelihood ratios between conditions."
     )
+    parser.add_argument("--version", action="version", version=f"scratio {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="differential abundance on semi-synthetic PBMC labels")
     demo_parser.add_argument("--out", type=Path, default=Path("scratio_demo"), help="output folder")
