@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import io
-import json
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +15,7 @@ from anndata import AnnData
 
 from ._deprecation import renamed_keywords
 from ._docs import doc_params, parameters_section
+from ._files import read_model_files, write_model_files
 from ._registration import Condition, RegisteredCells, Registration
 from ._scoring import scoring_method, stream_scores
 from ._support import SUPPORT_SCORING, Support
@@ -30,9 +28,6 @@ from .core.training import TrainingOptions, TrainingRecord
 
 Data = AnnData | np.ndarray | None
 
-_CONFIG = "config.json"
-_WEIGHTS = "weights.pt"
-_CHECKSUM = "sha256"
 #: The network's options, which ``RatioFlow(...)`` forwards.
 NETWORK_OPTIONS = tuple(inspect.signature(ConditionalFlowNet).parameters)[2:]
 
@@ -537,15 +532,8 @@ class RatioFlow:
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
-        """Write the model to a directory: ``config.json`` and ``weights.pt`` (tensors only)."""
-        path = Path(path)
-        if path.exists() and not overwrite and any(path.iterdir()):
-            raise FileExistsError(f"{str(path)!r} exists and is not empty; pass `overwrite=True`.")
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, path / _WEIGHTS)
-        config = self.config()
-        config[_CHECKSUM] = _checksum(config, (path / _WEIGHTS).read_bytes())
-        (path / _CONFIG).write_text(json.dumps(config, indent=1))
+        """Write the model to a directory: ``config.json`` (with a checksum) and ``weights.pt`` (tensors only)."""
+        write_model_files(path, self.config(), self.network.state_dict(), overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, adata: AnnData | None = None, *, device: str = "cpu") -> RatioFlow:
@@ -566,16 +554,7 @@ class RatioFlow:
         device
             Where to put the network.
         """
-        path = Path(path)
-        config = json.loads((path / _CONFIG).read_text())
-        weights = (path / _WEIGHTS).read_bytes()
-        expected = config.pop(_CHECKSUM, None)  # models saved by 0.1 have none
-        if expected is not None and expected != _checksum(config, weights):
-            raise ValueError(
-                f"The model in {str(path)!r} changed after it was saved: its {_CONFIG} or {_WEIGHTS} does not "
-                "match the checksum written with them. Restore the files as saved, or retrain."
-            )
-        state = torch.load(io.BytesIO(weights), map_location=device, weights_only=True)
+        config, state = read_model_files(path, device=device)
         model = cls(
             adata,
             registration=Registration.from_dict(config),
@@ -603,10 +582,3 @@ class RatioFlow:
         """Use ``adata`` as the default data, read once through the registration (and checked against it)."""
         self._cells = self.registration.cells(adata)
         self.adata = adata
-
-
-def _checksum(config: Mapping[str, Any], weights: bytes) -> str:
-    """SHA-256 of the configuration (keys sorted) and the weights file, written with a saved model."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    digest.update(weights)
-    return digest.hexdigest()
