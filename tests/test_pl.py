@@ -357,11 +357,11 @@ def test_heatmaps_say_what_is_shown(adata):
     fig = pl.donor_response(adata, return_fig=True)
     ax, colorbar = fig.axes
     assert _one_line(colorbar.get_ylabel()) == f"mean {DONOR_RATIO}"
-    assert ax.get_title() == "response to treatment (vs control) per donor"  # not "scratio_donor"
+    assert ax.get_title() == "treatment vs control, per donor"  # not "scratio_donor"
     fig = pl.combination_effect(adata, kind="heatmap", return_fig=True)
     ax, colorbar = fig.axes
     assert _one_line(colorbar.get_ylabel()) == f"mean |{COMBINATION_RATIO}|"
-    assert ax.get_title() == "effect of drug2 (vs control) given drug1"
+    assert ax.get_title() == "drug2 vs control, given drug1"
     ax = pl.combination_effect(adata, show=False)
     assert _one_line(ax.get_xlabel()) == f"mean |{COMBINATION_RATIO}|"
 
@@ -380,6 +380,8 @@ def test_ratio_distributions_zero_line_on_top(adata, kind, axisbelow):
     assert zero_line.get_zorder() > max(collection.get_zorder() for collection in cells)
     assert zero_line.get_zorder() > max(ax.xaxis.get_zorder(), ax.yaxis.get_zorder())  # the grid lines
     assert zero_line.get_zorder() < medians.get_zorder()
+    if axisbelow is not False:  # the grid lies under the cells too
+        assert min(collection.get_zorder() for collection in cells) > ax.yaxis.get_zorder()
     assert zero_line.get_visible() and zero_line.get_alpha() in (None, 1)
 
 
@@ -395,6 +397,33 @@ def test_batch_effect_score_cell_counts(adata):
     ax = pl.batch_effect_score(adata, ["batch_before", "batch_after"], show=False)
     n_cells = adata.obs["leiden"].value_counts()
     assert [label.get_text() for label in ax.get_xticklabels()] == [f"{g}\nn = {n_cells[g]}" for g in "abcd"]
+
+
+def test_ratio_labels_fit_in_scanpy_style(adata):
+    """In scanpy's style (14 pt) long ratios are not longer than the axes or colour bar they label."""
+    import scanpy as sc
+
+    with plt.rc_context():
+        sc.settings.set_figure_params(dpi=80, frameon=False)
+        adata.uns["scratio_donor"]["summary"] = adata.uns["scratio_donor"]["summary"].iloc[:2]
+        fig = pl.donor_response(adata, return_fig=True)
+        ax, colorbar = fig.axes
+        fig.canvas.draw()
+        label = colorbar.yaxis.label
+        assert label.get_window_extent().height <= colorbar.get_window_extent().height + 1
+        assert label.get_fontsize() == pytest.approx(14)  # a figure of its own grows instead
+        _save(fig, "donor_response_scanpy_style")
+        for fig in [
+            pl.ratio_distributions(adata, "scratio_donor", "donor", return_fig=True),
+            pl.batch_effect_score(adata, ["batch_before", "batch_after"], return_fig=True),
+            pl.ratio_embedding(adata, title="panel", return_fig=True),
+        ]:
+            fig.canvas.draw()
+            for ax in fig.axes:
+                label = ax.yaxis.label
+                if label.get_text() and label.get_rotation() == 90:
+                    assert label.get_window_extent().height <= ax.get_window_extent().height + 1, label
+        _save(fig, "ratio_embedding_panel_scanpy_style")
 
 
 def _assert_labels_apart(fig, labels) -> None:

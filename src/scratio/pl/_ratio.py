@@ -15,7 +15,7 @@ from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
     RATIO_CMAP,
     find_params,
-    fit_tick_labels,
+    fit_labels,
     get_ratio,
     group_width,
     new_axes,
@@ -25,6 +25,8 @@ from scratio.pl._utils import (
     wrap_ratio,
 )
 
+#: Draw order of the cells: above the grid of scanpy's style (axes.axisbelow "line": 1.5).
+CELLS_ZORDER = 2.0
 #: Draw order of the line at zero: above the grid (at most 2.5) and the cells, below the medians (3).
 ZERO_LINE_ZORDER = 2.6
 
@@ -104,6 +106,7 @@ def ratio_embedding(
     ratio = ratio_label(adata, key)
     own_title = "title" in kwargs
     kwargs.setdefault("title", wrap_ratio(ratio))
+    grow = ax is None
     size = kwargs.get("size")
     if size is not None and np.ndim(size) == 1 and len(size) == adata.n_obs:
         kwargs["size"] = np.asarray(size)[order]
@@ -123,7 +126,9 @@ def ratio_embedding(
     if own_title:
         for collection in ax.collections:
             if getattr(collection, "colorbar", None) is not None:
-                collection.colorbar.set_label(wrap_ratio(ratio))
+                colorbar = collection.colorbar
+                colorbar.set_label(wrap_ratio(ratio))
+                fit_labels(ax, along=[(colorbar.ax.yaxis.label, colorbar.ax)], grow=grow)
     return show_or_return(ax, show, return_fig)
 
 
@@ -212,17 +217,21 @@ def ratio_distributions(
         # A kernel density needs spread; groups whose cells share one value show only the median.
         spread = [i for i, group in enumerate(data) if np.ptp(group) > 0]
         if spread:
-            ax.violinplot([data[i] for i in spread], positions=positions[spread], showextrema=False)
+            violins = ax.violinplot([data[i] for i in spread], positions=positions[spread], showextrema=False)
+            for body in violins["bodies"]:
+                body.set_zorder(CELLS_ZORDER)
     else:
         rng = np.random.default_rng(0)
         for position, group in zip(positions, data, strict=True):
             jitter = rng.uniform(-0.3, 0.3, group.size)
-            ax.scatter(position + jitter, group, s=4, alpha=0.5, linewidths=0, rasterized=True)
+            ax.scatter(
+                position + jitter, group, s=4, alpha=0.5, linewidths=0, rasterized=True, zorder=CELLS_ZORDER
+            )
     ax.scatter(positions, [np.median(group) for group in data], marker="_", s=300, color="k", zorder=3)
     # Over the grid (zorder up to 2.5) and the cells, under the medians.
     ax.axhline(0, color="0.2", linewidth=0.8, linestyle="--", zorder=ZERO_LINE_ZORDER)
     ax.set_xticks(positions, ticks)
     ax.set_xlabel(groupby)
     ax.set_ylabel(wrap_ratio(ratio_label(adata, key)))
-    fit_tick_labels(ax, grow=grow)
+    fit_labels(ax, along=[(ax.yaxis.label, ax)], grow=grow)
     return show_or_return(ax, show, return_fig)

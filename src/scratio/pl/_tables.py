@@ -16,7 +16,7 @@ from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
     MAGNITUDE_CMAP,
     RATIO_CMAP,
-    fit_tick_labels,
+    fit_labels,
     get_ratio,
     get_result,
     group_width,
@@ -113,7 +113,7 @@ def batch_effect_score(
     ax.set_xlabel(groupby)
     ax.set_ylabel(wrap_ratio(f"mean |{ratio}|"))
     ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
-    fit_tick_labels(ax, grow=grow)
+    fit_labels(ax, along=[(ax.yaxis.label, ax)], grow=grow)
     return show_or_return(ax, show, return_fig)
 
 
@@ -173,6 +173,7 @@ def combination_effect(
     summary = result[Uns.SUMMARY].sort_values("mean_abs", ascending=False)
     params = result[Uns.PARAMS]
     magnitude = f"mean |{ratio_label(adata, key, 'log r')}|"
+    title = f"{params['second_key']} vs {params['control']}, given {params['first_key']}"
     if kind == "bar":
         ranked = summary if n_top is None else summary.head(n_top)
         ax = new_axes(ax, (5, 0.3 * len(ranked) + 1.2))
@@ -185,9 +186,11 @@ def combination_effect(
         ax.invert_yaxis()  # largest effect at the top
         ax.set_xlabel(wrap_ratio(magnitude))
         ax.set_ylabel(f"{params['first_key']} + {params['second_key']}")
+        ax.set_title(title)
     else:
         table = summary.pivot(index="first", columns="second", values="mean_abs")
         table.index.name, table.columns.name = params["first_key"], params["second_key"]
+        grow = ax is None
         ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
         heatmap(
             ax,
@@ -196,10 +199,11 @@ def combination_effect(
             vmin=0.0,
             vmax=float(np.nanmax(table.to_numpy(dtype=np.float64))),
             colorbar_label=magnitude,
+            title=title,
             annotate=annotate,
             fmt=fmt,
+            grow=grow,
         )
-    ax.set_title(f"effect of {params['second_key']} (vs {params['control']}) given {params['first_key']}")
     return show_or_return(ax, show, return_fig)
 
 
@@ -252,6 +256,7 @@ def donor_response(
     table.index.name = params["donor_key"]
     table.columns.name = params["treatment_key"]
     limit = symmetric_limit(table.to_numpy(dtype=np.float64).ravel(), vmax, 100)
+    grow = ax is None
     ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
     heatmap(
         ax,
@@ -260,8 +265,9 @@ def donor_response(
         vmin=-limit,
         vmax=limit,
         colorbar_label=f"mean {ratio_label(adata, key, 'log r')}",
+        title=f"{params['treatment_key']} vs {params['control']}, per {params['donor_key']}",
         annotate=annotate,
         fmt=fmt,
+        grow=grow,
     )
-    ax.set_title(f"response to {params['treatment_key']} (vs {params['control']}) per {params['donor_key']}")
     return show_or_return(ax, show, return_fig)

@@ -16,10 +16,15 @@ RATIO_CMAP = "RdBu_r"
 MAGNITUDE_CMAP = "Reds"
 #: Fill of the heatmap cells without a value, hatched so it differs from any colour of the maps.
 MISSING_COLOR = "0.9"
+#: The smallest font that labels are shrunk to when they do not fit.
+MIN_FONT_SIZE = 6.0
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 
 def _run_first(tool: str | None) -> str:
@@ -134,10 +139,14 @@ def heatmap(
     vmin: float,
     vmax: float,
     colorbar_label: str,
+    title: str,
     annotate: bool,
     fmt: str,
+    grow: bool = False,
 ) -> None:
     """Draw ``table`` as an annotated heatmap: rows on the y axis, columns on the x axis.
+
+    ``grow``: the plot made the figure, which may grow to fit the labels.
 
     Missing values (NaN: e.g. a donor without cells of a treatment) are drawn as light grey
     hatched cells, marked ``"n/a"`` with ``annotate``, so that they cannot be read as zero.
@@ -150,8 +159,9 @@ def heatmap(
     ax.set_yticks(np.arange(table.shape[0]), [str(i) for i in table.index])
     ax.set_xlabel(str(table.columns.name or ""))
     ax.set_ylabel(str(table.index.name or ""))
+    ax.set_title(title)
     ax.grid(False)  # no grid lines across the cells (scanpy's style draws them)
-    ax.figure.colorbar(image, ax=ax, label=wrap_ratio(colorbar_label))
+    colorbar = ax.figure.colorbar(image, ax=ax, label=wrap_ratio(colorbar_label))
     for (row, column), value in np.ndenumerate(values):
         if not np.isfinite(value):
             ax.add_patch(
@@ -167,22 +177,39 @@ def heatmap(
             red, green, blue, _ = image.cmap(image.norm(value))
             dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
             ax.text(column, row, format(value, fmt), ha="center", va="center", color="w" if dark else "k")
-    fit_tick_labels(ax)
+    fit_labels(ax, along=[(colorbar.ax.yaxis.label, colorbar.ax)], grow=grow)
 
 
-def fit_tick_labels(ax: Axes, *, grow: bool = False) -> None:
-    """Keep the x tick labels from overlapping: upright if they fit side by side, else at 90 degrees.
+def fit_labels(ax: Axes, *, along: Sequence[tuple[Text, Axes]] = (), grow: bool = False) -> None:
+    """Make the labels of ``ax`` fit: ratios along their axes, x tick labels side by side.
 
-    Measured on the laid-out figure rather than guessed from the number of characters. With
-    ``grow`` (a figure the plot made itself), turned labels make the figure taller rather than
-    the axes shorter. Labels that overlap even when turned (many groups on a narrow axis) are
-    set in a smaller font.
+    Measured on the laid-out figure rather than guessed from the number of characters.
+
+    * ``along``: labels written along an axes (a y label, a colour bar's label) that are
+      longer than it, in scanpy's 14 pt say: with ``grow`` (a figure the plot made itself) the
+      figure grows taller, else they are set in a smaller font.
+    * The x tick labels stay upright if they fit side by side, else turn by 90 degrees; with
+      ``grow`` the figure then grows taller rather than the axes shorter. Labels that overlap
+      even when turned (many groups on a narrow axis) are set in a smaller font.
     """
+    figure = ax.figure
+    figure.draw_without_rendering()  # runs the layout engine and places the labels
+    along = [(text, length) for text, length in along if text.get_text()]
+    if grow and along:
+        missing = max(_excess(text, length, figure) for text, length in along)
+        if missing > 0:
+            figure.set_figheight(figure.get_figheight() + 1.05 * missing / figure.dpi)
+            figure.draw_without_rendering()
+    if any(_excess(text, length, figure) > 0 for text, length in along):
+        renderer = figure.canvas.get_renderer()
+        for text, length in along:
+            needed, room = text.get_window_extent(renderer).height, length.get_window_extent(renderer).height
+            if needed > room > 0:
+                text.set_fontsize(max(MIN_FONT_SIZE, 0.95 * text.get_fontsize() * room / needed))
+        figure.draw_without_rendering()
     labels = [label for label in ax.get_xticklabels() if label.get_text()]
     if len(labels) < 2:
         return
-    figure = ax.figure
-    figure.draw_without_rendering()  # runs the layout engine and places the labels
     if not _overlapping(labels, figure):
         return
     upright = _label_height(labels, figure)
@@ -192,9 +219,9 @@ def fit_tick_labels(ax: Axes, *, grow: bool = False) -> None:
     if grow:
         figure.set_figheight(figure.get_figheight() + (_label_height(labels, figure) - upright) / figure.dpi)
     figure.draw_without_rendering()
-    while _overlapping(labels, figure) and labels[0].get_fontsize() > 5:
+    while _overlapping(labels, figure) and labels[0].get_fontsize() > MIN_FONT_SIZE:
         for label in labels:
-            label.set_fontsize(0.85 * label.get_fontsize())
+            label.set_fontsize(max(MIN_FONT_SIZE, 0.85 * label.get_fontsize()))
         figure.draw_without_rendering()
 
 
@@ -213,6 +240,12 @@ def group_width(labels, minimum: float = 0.5) -> float:
     """
     upright = text_width(labels) + 0.15
     return max(minimum, upright) if upright * len(labels) <= 9 else minimum
+
+
+def _excess(text: Text, length: Axes, figure: Figure) -> float:
+    """By how many pixels ``text`` is longer than ``length`` is tall."""
+    renderer = figure.canvas.get_renderer()
+    return text.get_window_extent(renderer).height - length.get_window_extent(renderer).height
 
 
 def _label_height(labels, figure) -> float:
