@@ -541,3 +541,21 @@ def test_one_colormap_for_ratios():
     for plot in (_ratio.ratio_embedding, _tables.donor_response):
         assert plot.__kwdefaults__["cmap"] == _utils.RATIO_CMAP
     assert _tables.combination_effect.__kwdefaults__["cmap"] == _utils.MAGNITUDE_CMAP
+
+
+@pytest.mark.parametrize("given_axes", [False, True])
+def test_heatmap_colorbar_spans_the_cells(adata, given_axes):
+    """A tall, narrow table (six donors, one treatment) still gets a colour bar as long as the cells."""
+    adata.uns["scratio_donor"]["summary"] = pd.DataFrame(
+        {"stim": np.linspace(-1, 4, 6)}, index=[f"donor_{i}" for i in range(6)]
+    )
+    import scanpy as sc
+
+    with plt.rc_context():
+        sc.settings.set_figure_params(dpi=80, frameon=False)
+        ax = plt.subplots(1, 3, figsize=(7, 4), layout="constrained")[1][1] if given_axes else None
+        fig = pl.donor_response(adata, ax=ax, return_fig=True)
+        fig.canvas.draw()
+    heatmap, colorbar = (ax, fig.axes[-1]) if given_axes else fig.axes
+    assert colorbar.get_label() == "<colorbar>"
+    assert colorbar.get_window_extent().height == pytest.approx(heatmap.get_window_extent().height, rel=0.02)

@@ -21,6 +21,7 @@ from scratio.pl._utils import (
     get_result,
     group_width,
     heatmap,
+    heatmap_size,
     new_axes,
     ratio_label,
     show_or_return,
@@ -191,7 +192,7 @@ def combination_effect(
         table = summary.pivot(index="first", columns="second", values="mean_abs")
         table.index.name, table.columns.name = params["first_key"], params["second_key"]
         grow = ax is None
-        ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+        ax = new_axes(ax, heatmap_size(table, title))
         heatmap(
             ax,
             table,
@@ -256,8 +257,9 @@ def donor_response(
     table.index.name = params["donor_key"]
     table.columns.name = params["treatment_key"]
     limit = symmetric_limit(table.to_numpy(dtype=np.float64).ravel(), vmax, 100)
+    title = f"{params['treatment_key']} vs {params['control']}, per {params['donor_key']}"
     grow = ax is None
-    ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+    ax = new_axes(ax, heatmap_size(table, title))
     heatmap(
         ax,
         table,
@@ -265,7 +267,7 @@ def donor_response(
         vmin=-limit,
         vmax=limit,
         colorbar_label=f"mean {ratio_label(adata, key, 'log r')}",
-        title=f"{params['treatment_key']} vs {params['control']}, per {params['donor_key']}",
+        title=title,
         annotate=annotate,
         fmt=fmt,
         grow=grow,

@@ -131,6 +131,11 @@ def symmetric_limit(values: np.ndarray, vmax: float | None, percentile: float) -
     return limit if limit > 0 else 1.0
 
 
+def heatmap_size(table: pd.DataFrame, title: str) -> tuple[float, float]:
+    """Size of a new figure for :func:`heatmap`: room for the cells, the colour bar and the title."""
+    return max(0.6 * table.shape[1] + 2.5, text_width([title]) + 1.0), 0.45 * table.shape[0] + 1.5
+
+
 def heatmap(
     ax: Axes,
     table: pd.DataFrame,
@@ -161,7 +166,12 @@ def heatmap(
     ax.set_ylabel(str(table.index.name or ""))
     ax.set_title(title)
     ax.grid(False)  # no grid lines across the cells (scanpy's style draws them)
-    colorbar = ax.figure.colorbar(image, ax=ax, label=wrap_ratio(colorbar_label))
+    # As long as the heatmap: the bar is at most 15% as wide as the heatmap and `aspect` times as long
+    # as wide, so a tall narrow heatmap (many donors, one treatment) needs a larger aspect.
+    box = ax.get_position()
+    width, height = box.width * ax.figure.get_figwidth(), box.height * ax.figure.get_figheight()
+    aspect = max(20.0, height / (0.15 * 0.8 * width))
+    colorbar = ax.figure.colorbar(image, ax=ax, aspect=aspect, label=wrap_ratio(colorbar_label))
     for (row, column), value in np.ndenumerate(values):
         if not np.isfinite(value):
             ax.add_patch(
