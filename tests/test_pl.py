@@ -532,6 +532,8 @@ def test_scanpy_call_of_the_docstring_centres_the_scale(adata):
     points = _points(ax)
     assert points.norm(0.0) == pytest.approx(0.5)  # white at a ratio of one
     assert points.get_cmap().name.startswith("RdBu_r")
+    tutorial = (ROOT / "tutorials" / "differential_abundance.ipynb").read_text()
+    assert "vcenter=0" in tutorial
 
 
 def test_one_colormap_for_ratios():
@@ -541,6 +543,35 @@ def test_one_colormap_for_ratios():
     for plot in (_ratio.ratio_embedding, _tables.donor_response):
         assert plot.__kwdefaults__["cmap"] == _utils.RATIO_CMAP
     assert _tables.combination_effect.__kwdefaults__["cmap"] == _utils.MAGNITUDE_CMAP
+
+
+def _code(path: Path) -> list[str]:
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    return ["".join(cell["source"]) for cell in cells if cell["cell_type"] == "code"]
+
+
+def test_tutorials_share_one_style():
+    """Same figure settings in every tutorial; ratios in the plots' colormap and figure sizes."""
+    notebooks = sorted((ROOT / "tutorials").glob("*.ipynb"))
+    assert len(notebooks) == 3
+    settings = {}
+    for path in notebooks:
+        code = "\n".join(_code(path))
+        settings[path.stem] = [
+            line for line in code.splitlines() if "set_figure_params" in line or "rcParams" in line
+        ]
+        # Ratios are drawn by the sr.pl defaults or with their colormap; distributions at the default size.
+        for cmap in __import__("re").findall(r"cmap=\"([^\"]+)\"", code):
+            assert cmap == "RdBu_r", f"{path.name}: cmap={cmap!r}"
+        for cell in _code(path):
+            if "sr.pl.ratio_distributions" in cell:
+                assert "figsize" not in cell, (
+                    f"{path.name}: ratio_distributions with a figure size of its own"
+                )
+    assert len({tuple(lines) for lines in settings.values()}) == 1, settings
+    assert settings["differential_abundance"] == ["sc.settings.set_figure_params(dpi=80, frameon=False)"]
 
 
 @pytest.mark.parametrize("given_axes", [False, True])
