@@ -13,13 +13,22 @@ from scratio._keys import DIFFERENTIAL_ABUNDANCE
 from scratio._validation import get_categorical
 from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
+    RATIO_CMAP,
     find_params,
+    fit_labels,
     get_ratio,
-    label_rotation,
+    group_width,
     new_axes,
+    ratio_label,
     show_or_return,
     symmetric_limit,
+    wrap_ratio,
 )
+
+#: Draw order of the cells: above the grid of scanpy's style (axes.axisbelow "line": 1.5).
+CELLS_ZORDER = 2.0
+#: Draw order of the line at zero: above the grid (at most 2.5) and the cells, below the medians (3).
+ZERO_LINE_ZORDER = 2.6
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -33,7 +42,7 @@ def ratio_embedding(
     *,
     basis: str = "umap",
     vmax: float | None = None,
-    cmap: str = "RdBu_r",
+    cmap: str = RATIO_CMAP,
     ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -44,7 +53,17 @@ def ratio_embedding(
     Wraps :func:`scanpy.pl.embedding`. The colour limits are symmetric, ``[-vmax, vmax]``, so
     white means a ratio of one. Cells are drawn in order of increasing ``|log r|``, so the most
     extreme cells lie on top; cells without a score (NaN, e.g. controls of
-    :func:`scratio.tl.donor_response`) are drawn underneath in grey.
+    :func:`scratio.tl.donor_response`) are drawn underneath in grey. The title says what is
+    shown and which condition is positive, e.g. ``"log p(x | treated) / p(x | control)"``, as
+    recorded by the tool (the column's name for results of older versions); with a ``title``
+    of your own, the colour bar says it instead.
+
+    To draw the column with scanpy directly, give it the same diverging scale centred at
+    zero, e.g. ``sc.pl.umap(adata, color="scratio_da", cmap="RdBu_r", vcenter=0)``, or
+    symmetric limits ``vmin=-v, vmax=v`` so that equally strong colours mean equally large
+    ratios either way. scanpy's defaults (``viridis`` from the lowest to the highest value, the
+    highest values on top) put no particular colour at a ratio of one and hide the most
+    negative cells under the others.
 
     Parameters
     ----------
@@ -62,7 +81,8 @@ def ratio_embedding(
         Diverging colormap.
     {plot_options}
     **kwargs
-        Passed to :func:`scanpy.pl.embedding`, e.g. ``size`` or ``title``.
+        Passed to :func:`scanpy.pl.embedding`, e.g. ``size`` (one value, or one per cell in the
+        order of ``adata``) or ``title``.
 
     Returns
     -------
@@ -72,6 +92,10 @@ def ratio_embedding(
     --------
     >>> sr.tl.differential_abundance(adata, "condition", reference="control")
     >>> sr.pl.ratio_embedding(adata, "scratio_da")
+
+    The same scale with scanpy alone:
+
+    >>> sc.pl.umap(adata, color="scratio_da", cmap="RdBu_r", vcenter=0)
     """
     import scanpy as sc
 
@@ -79,9 +103,15 @@ def ratio_embedding(
     limit = symmetric_limit(values, vmax, 99)
     # Unscored cells first, then by increasing |log r|: scatter draws later points on top.
     order = np.argsort(np.where(np.isfinite(values), np.abs(values), -np.inf), kind="stable")
-    kwargs.setdefault("title", key)
+    ratio = ratio_label(adata, key)
+    own_title = "title" in kwargs
+    kwargs.setdefault("title", wrap_ratio(ratio))
+    grow = ax is None
+    size = kwargs.get("size")
+    if size is not None and np.ndim(size) == 1 and len(size) == adata.n_obs:
+        kwargs["size"] = np.asarray(size)[order]
     ax = sc.pl.embedding(
-        adata[order],
+        _cells_in_order(adata, key, basis, order),
         basis,
         color=key,
         cmap=cmap,
@@ -93,7 +123,27 @@ def ratio_embedding(
         show=False,
         **kwargs,
     )
+    if own_title:
+        for collection in ax.collections:
+            if getattr(collection, "colorbar", None) is not None:
+                colorbar = collection.colorbar
+                colorbar.set_label(wrap_ratio(ratio))
+                fit_labels(ax, along=[(colorbar.ax.yaxis.label, colorbar.ax)], grow=grow)
     return show_or_return(ax, show, return_fig)
+
+
+def _cells_in_order(adata: AnnData, key: str, basis: str, order: np.ndarray) -> AnnData:
+    """A new, small AnnData of the cells in ``order``: the ``key`` column and the embedding only.
+
+    Not the view ``adata[order]``: scanpy turns string columns of a view into categories and so
+    makes anndata copy it whole, with an ``ImplicitModificationWarning``.
+    """
+    basis_key = basis if basis in adata.obsm else f"X_{basis}"
+    if basis_key not in adata.obsm:
+        raise KeyError(f"No embedding {basis!r} in `adata.obsm` (looked for {basis!r} and {basis_key!r}).")
+    # Names of their own: those of `adata` need not be unique.
+    obs = pd.DataFrame({key: adata.obs[key].to_numpy()[order]}, index=np.arange(len(order)).astype(str))
+    return AnnData(obs=obs, obsm={basis_key: np.asarray(adata.obsm[basis_key])[order]})
 
 
 @doc_plot
@@ -110,7 +160,10 @@ def ratio_distributions(
 ) -> Axes | Figure | None:
     """Distribution of the per-cell log-ratio in each group, ordered by median, with a line at 0.
 
-    Cells without a score (NaN) are left out. The median of each group is marked.
+    Cells without a score (NaN) are left out. The median of each group is marked, and the tick
+    labels give the number of scored cells of each group (``"n = 123"``). The y axis says what
+    is shown and which condition is positive, e.g. ``"log p(x | treated) / p(x | control)"``,
+    as recorded by the tool (the column's name for results of older versions).
 
     Parameters
     ----------
@@ -156,21 +209,29 @@ def ratio_distributions(
             raise ValueError(f"Groups {unknown} of `order` have no scored cells in `adata.obs[{groupby!r}]`.")
     data = [by_group[name] for name in order]
     positions = np.arange(len(order))
+    ticks = [f"{name}\nn = {group.size:,}" for name, group in zip(order, data, strict=True)]
 
-    ax = new_axes(ax, (max(3.0, 0.5 * len(order) + 1.5), 4))
+    grow = ax is None
+    ax = new_axes(ax, (max(3.0, len(order) * group_width(ticks) + 1.5), 4))
     if kind == "violin":
         # A kernel density needs spread; groups whose cells share one value show only the median.
         spread = [i for i, group in enumerate(data) if np.ptp(group) > 0]
         if spread:
-            ax.violinplot([data[i] for i in spread], positions=positions[spread], showextrema=False)
+            violins = ax.violinplot([data[i] for i in spread], positions=positions[spread], showextrema=False)
+            for body in violins["bodies"]:
+                body.set_zorder(CELLS_ZORDER)
     else:
         rng = np.random.default_rng(0)
         for position, group in zip(positions, data, strict=True):
             jitter = rng.uniform(-0.3, 0.3, group.size)
-            ax.scatter(position + jitter, group, s=4, alpha=0.5, linewidths=0, rasterized=True)
+            ax.scatter(
+                position + jitter, group, s=4, alpha=0.5, linewidths=0, rasterized=True, zorder=CELLS_ZORDER
+            )
     ax.scatter(positions, [np.median(group) for group in data], marker="_", s=300, color="k", zorder=3)
-    ax.axhline(0, color="0.4", linewidth=0.8, linestyle="--", zorder=0)
-    ax.set_xticks(positions, order, rotation=label_rotation(order))
+    # Over the grid (zorder up to 2.5) and the cells, under the medians.
+    ax.axhline(0, color="0.2", linewidth=0.8, linestyle="--", zorder=ZERO_LINE_ZORDER)
+    ax.set_xticks(positions, ticks)
     ax.set_xlabel(groupby)
-    ax.set_ylabel(key)
+    ax.set_ylabel(wrap_ratio(ratio_label(adata, key)))
+    fit_labels(ax, along=[(ax.yaxis.label, ax)], grow=grow)
     return show_or_return(ax, show, return_fig)

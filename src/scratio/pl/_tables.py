@@ -14,13 +14,20 @@ from scratio._keys import BATCH_EFFECT_SCORE, COMBINATION_EFFECT, DONOR_RESPONSE
 from scratio._validation import get_categorical
 from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
+    MAGNITUDE_CMAP,
+    RATIO_CMAP,
+    fit_labels,
     get_ratio,
     get_result,
+    group_width,
     heatmap,
-    label_rotation,
+    heatmap_size,
     new_axes,
+    ratio_label,
     show_or_return,
     symmetric_limit,
+    text_width,
+    wrap_ratio,
 )
 
 if TYPE_CHECKING:
@@ -44,7 +51,9 @@ def batch_effect_score(
     For each result of :func:`scratio.tl.batch_effect_score`, draws one bar per group with the
     mean ``|log r|`` of its cells, bars of the same group side by side. Lower is better: a
     ratio near one means the batch tells nothing about a cell beyond its label. The legend
-    gives each result's overall score.
+    gives each result's overall score, the tick labels the number of cells of each group
+    (``"n = 123"``) and the y axis the ratio the tool recorded, e.g.
+    ``"mean |log p(x | cell_type, batch) / p(x | cell_type)|"``.
 
     Parameters
     ----------
@@ -80,20 +89,32 @@ def batch_effect_score(
             raise ValueError(f"The results use different label keys {sorted(label_keys)}; pass `groupby`.")
         (groupby,) = label_keys
     groups = get_categorical(adata, groupby)
-    table = pd.DataFrame(
-        {key: pd.Series(np.abs(get_ratio(adata, key))).groupby(groups, observed=True).mean() for key in keys}
-    )
+    scores = pd.DataFrame({key: np.abs(get_ratio(adata, key)) for key in keys})
+    table = scores.groupby(groups, observed=True).mean()
+    # Cells with a score in any of the results.
+    n_cells = scores.notna().any(axis=1).groupby(groups, observed=True).sum()
+    ratios = {ratio_label(adata, key, "log r") for key in keys}
+    ratio = ratios.pop() if len(ratios) == 1 else "log r"
 
-    ax = new_axes(ax, (max(4.0, 0.4 * len(keys) * len(table) + 1.5), 4))
-    width = 0.8 / len(keys)
+    ticks = [f"{name}\nn = {n_cells[name]:,}" for name in table.index]
+    entries = [
+        f"{label} (score {result[Uns.SCORE]:.3g})" for label, result in zip(labels, results, strict=True)
+    ]
+
+    grow = ax is None
+    # Groups, the y axis and the legend on the right.
+    width = len(table) * max(group_width(ticks), 0.3 * len(keys)) + 1.5 + text_width(entries) + 0.6
+    ax = new_axes(ax, (max(4.0, width), 4))
+    bar_width = 0.8 / len(keys)
     positions = np.arange(len(table))
-    for i, (key, label, result) in enumerate(zip(keys, labels, results, strict=True)):
-        offset = (i - (len(keys) - 1) / 2) * width
-        ax.bar(positions + offset, table[key], width, label=f"{label} (score {result[Uns.SCORE]:.3g})")
-    ax.set_xticks(positions, [str(name) for name in table.index], rotation=label_rotation(table.index))
+    for i, (key, entry) in enumerate(zip(keys, entries, strict=True)):
+        offset = (i - (len(keys) - 1) / 2) * bar_width
+        ax.bar(positions + offset, table[key], bar_width, label=entry)
+    ax.set_xticks(positions, ticks)
     ax.set_xlabel(groupby)
-    ax.set_ylabel("mean |log r|")
+    ax.set_ylabel(wrap_ratio(f"mean |{ratio}|"))
     ax.legend(title="batch effect", loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+    fit_labels(ax, along=[(ax.yaxis.label, ax)], grow=grow)
     return show_or_return(ax, show, return_fig)
 
 
@@ -109,7 +130,7 @@ def combination_effect(
     *,
     kind: Literal["bar", "heatmap"] = "bar",
     n_top: int | None = None,
-    cmap: str = "viridis",
+    cmap: str = MAGNITUDE_CMAP,
     annotate: bool = True,
     fmt: str = ".2f",
     ax: Axes | None = None,
@@ -117,6 +138,10 @@ def combination_effect(
     return_fig: bool = False,
 ) -> Axes | Figure | None:
     """How much the second condition shifts cells, per combination, from :func:`scratio.tl.combination_effect`.
+
+    The axis or colour bar gives the ratio the tool recorded, e.g.
+    ``"mean |log p(x | drug1, drug2) / p(x | drug1, control)|"``; a pair without cells is a
+    grey hatched cell of the heatmap.
 
     Parameters
     ----------
@@ -130,7 +155,7 @@ def combination_effect(
     n_top
         Number of pairs to show with ``kind="bar"``; all by default.
     cmap
-        Colormap of the heatmap.
+        Colormap of the heatmap, sequential from 0.
     {heatmap_options}
     {plot_options}
 
@@ -148,6 +173,8 @@ def combination_effect(
     result = get_result(adata, key, COMBINATION_EFFECT.name)
     summary = result[Uns.SUMMARY].sort_values("mean_abs", ascending=False)
     params = result[Uns.PARAMS]
+    magnitude = f"mean |{ratio_label(adata, key, 'log r')}|"
+    title = f"{params['second_key']} vs {params['control']}, given {params['first_key']}"
     if kind == "bar":
         ranked = summary if n_top is None else summary.head(n_top)
         ax = new_axes(ax, (5, 0.3 * len(ranked) + 1.2))
@@ -158,23 +185,26 @@ def combination_effect(
         ax.barh(positions, ranked["mean_abs"], color="tab:blue")
         ax.set_yticks(positions, names)
         ax.invert_yaxis()  # largest effect at the top
-        ax.set_xlabel("mean |log r|")
+        ax.set_xlabel(wrap_ratio(magnitude))
         ax.set_ylabel(f"{params['first_key']} + {params['second_key']}")
+        ax.set_title(title)
     else:
         table = summary.pivot(index="first", columns="second", values="mean_abs")
         table.index.name, table.columns.name = params["first_key"], params["second_key"]
-        ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+        grow = ax is None
+        ax = new_axes(ax, heatmap_size(table, title))
         heatmap(
             ax,
             table,
             cmap=cmap,
             vmin=0.0,
             vmax=float(np.nanmax(table.to_numpy(dtype=np.float64))),
-            colorbar_label="mean |log r|",
+            colorbar_label=magnitude,
+            title=title,
             annotate=annotate,
             fmt=fmt,
+            grow=grow,
         )
-    ax.set_title(key)
     return show_or_return(ax, show, return_fig)
 
 
@@ -184,7 +214,7 @@ def donor_response(
     key: str = DONOR_RESPONSE.key_added,
     *,
     vmax: float | None = None,
-    cmap: str = "RdBu_r",
+    cmap: str = RATIO_CMAP,
     annotate: bool = True,
     fmt: str = ".2f",
     ax: Axes | None = None,
@@ -194,7 +224,10 @@ def donor_response(
     """Donor x treatment heatmap of the mean log-ratio from :func:`scratio.tl.donor_response`.
 
     The colour scale is diverging and symmetric about 0: red cells are donors whose treated
-    cells move towards states typical of treatment, relative to their own controls.
+    cells move towards states typical of treatment, relative to their own controls. The colour
+    bar gives the ratio the tool recorded, e.g.
+    ``"mean log p(x | donor, treatment) / p(x | donor, control)"``; a donor without cells of a
+    treatment is a grey hatched cell marked ``"n/a"``, not a ratio of one.
 
     Parameters
     ----------
@@ -219,13 +252,24 @@ def donor_response(
     >>> sr.pl.donor_response(adata)
     """
     result = get_result(adata, key, DONOR_RESPONSE.name)
+    params = result[Uns.PARAMS]
     table = result[Uns.SUMMARY].copy()
-    table.index.name = result[Uns.PARAMS]["donor_key"]
-    table.columns.name = result[Uns.PARAMS]["treatment_key"]
+    table.index.name = params["donor_key"]
+    table.columns.name = params["treatment_key"]
     limit = symmetric_limit(table.to_numpy(dtype=np.float64).ravel(), vmax, 100)
-    ax = new_axes(ax, (0.6 * table.shape[1] + 2.5, 0.45 * table.shape[0] + 1.5))
+    title = f"{params['treatment_key']} vs {params['control']}, per {params['donor_key']}"
+    grow = ax is None
+    ax = new_axes(ax, heatmap_size(table, title))
     heatmap(
-        ax, table, cmap=cmap, vmin=-limit, vmax=limit, colorbar_label="mean log r", annotate=annotate, fmt=fmt
+        ax,
+        table,
+        cmap=cmap,
+        vmin=-limit,
+        vmax=limit,
+        colorbar_label=f"mean {ratio_label(adata, key, 'log r')}",
+        title=title,
+        annotate=annotate,
+        fmt=fmt,
+        grow=grow,
     )
-    ax.set_title(key)
     return show_or_return(ax, show, return_fig)
