@@ -35,7 +35,7 @@ def against_control(
             f"`adata.obs[{condition_key!r}]`; their denominator p(x | {group_key}, {control}) is "
             "extrapolated by the model. Interpret their scores with care.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the user, the public tool, its body, here
         )
     model = run.fit()
     scores = np.full(adata.n_obs, np.nan, dtype=np.float32)

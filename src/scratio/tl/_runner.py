@@ -344,7 +344,7 @@ class ToolRun:
                 "unconditional likelihood is far below that of every held-out cell): their log-ratios extrapolate "
                 f"the model. They are marked in `adata.obs[{self.outside_column!r}]`.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,  # the user, the public tool, its body, write, here
             )
         return outside
 
