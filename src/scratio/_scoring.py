@@ -78,8 +78,9 @@ def scoring_method(method: Callable) -> Callable:
 
 def stream_scores(
     x: np.ndarray,
-    score: Callable[[torch.Tensor, slice, torch.Tensor], torch.Tensor],
+    score: Callable[[torch.Tensor, slice, torch.Tensor | None], torch.Tensor],
     *,
+    keyed: bool,
     standardise: Callable[[np.ndarray], np.ndarray],
     device: torch.device,
     batch_size: int,
@@ -87,9 +88,10 @@ def stream_scores(
 ) -> np.ndarray:
     """Apply ``score(block, rows, keys)`` to standardised blocks of cells, memory flat in ``len(x)``.
 
-    ``rows`` is the block's slice of ``x``; ``keys`` are :func:`cell_keys` of the block, so that a cell's Hutchinson probes depend on
-    the cell and not on its position among the cells passed; the results are written into one
-    float32 array, with a progress bar that follows :data:`scratio.settings`.
+    ``rows`` is the block's slice of ``x``. With ``keyed`` (Hutchinson divergences), ``keys`` are
+    :func:`cell_keys` of the block, so that a cell's probes depend on the cell and not on its
+    position among the cells passed; else ``None``. The results are written into one float32
+    array, with a progress bar that follows :data:`scratio.settings`.
     """
     if len(x) == 0:
         raise ValueError("No cells to score: the data has 0 rows.")
@@ -98,7 +100,8 @@ def stream_scores(
     for start in range(0, len(x), batch_size):
         stop = min(start + batch_size, len(x))
         block = torch.from_numpy(standardise(x[start:stop])).to(device)
-        values = score(block, slice(start, stop), cell_keys(x[start:stop])).cpu().numpy()
+        keys = cell_keys(x[start:stop]) if keyed else None
+        values = score(block, slice(start, stop), keys).cpu().numpy()
         if output is None:
             output = np.empty((len(x), *values.shape[1:]), dtype=np.float32)
         output[start:stop] = values

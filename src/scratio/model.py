@@ -255,12 +255,13 @@ class RatioFlow:
         return self.support.outside(log_likelihood)
 
     # ---------------------------------------------------------------- scoring
-    def _stream(self, x: np.ndarray, score, *, batch_size: int, desc: str) -> np.ndarray:
+    def _stream(self, x: np.ndarray, score, *, solver: Solver, batch_size: int, desc: str) -> np.ndarray:
         if not self.is_trained:
             warnings.warn("Scoring an untrained RatioFlow; call `.train()` first.", stacklevel=3)
         return stream_scores(
             x,
             score,
+            keyed=solver.divergence == "hutchinson",
             standardise=self.registration.standardise,
             device=self.device,
             batch_size=batch_size,
@@ -319,7 +320,7 @@ class RatioFlow:
                 base=self._rows(simulated, rows), solver=solver, index=keys,
             )  # fmt: skip
 
-        return self._stream(x, score, batch_size=batch_size, desc=f"log-ratio ({estimator})")
+        return self._stream(x, score, solver=solver, batch_size=batch_size, desc=f"log-ratio ({estimator})")
 
     @scoring_method
     def log_likelihood(
@@ -349,7 +350,8 @@ class RatioFlow:
             return ode.log_likelihood(self.network, xb, self._rows(codes, rows), solver=solver, index=keys)
 
         return (
-            self._stream(x, score, batch_size=batch_size, desc="log-likelihood") - self.registration.log_scale
+            self._stream(x, score, solver=solver, batch_size=batch_size, desc="log-likelihood")
+            - self.registration.log_scale
         )
 
     @scoring_method
@@ -407,7 +409,7 @@ class RatioFlow:
             )  # fmt: skip
             return ratios + base_ll[:, None]
 
-        values = self._stream(x, score, batch_size=batch_size, desc=f"log-likelihoods ({key})")
+        values = self._stream(x, score, solver=solver, batch_size=batch_size, desc=f"log-likelihoods ({key})")
         index = (
             data.obs_names if isinstance(data, AnnData) else (self.adata.obs_names if data is None else None)
         )
