@@ -45,11 +45,8 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
             f"{tool}() got unknown options {unknown}. Model options are {list(MODEL_OPTIONS)}; "
             "pass training options (lr, p_drop, accelerator, ...) in `train_kwargs`."
         )
-    make_solver(
-        options.solver,
-        options.random_state,
-        {"solver_steps": options.solver_steps, "divergence": options.divergence},
-    )
+    scoring = options.scoring
+    make_solver(scoring.pop("solver"), scoring.pop("random_state"), scoring)
     try:
         TrainingOptions.from_kwargs(
             n_steps=options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {})
