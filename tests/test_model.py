@@ -351,3 +351,11 @@ def test_cells_outside_the_training_data_are_told_apart(trained_2d, tmp_path):
     old = sr.RatioFlow.load(Path(__file__).parent / "data" / "model_v0.1.0")
     with pytest.raises(ValueError, match="no record of its training data's support.*train it again"):
         old.outside_training_data(far)
+
+
+def test_representation_and_cells_are_the_registered_reading(trained_2d):
+    adata, _, model = trained_2d
+    np.testing.assert_array_equal(model.representation(), adata.obsm["X_pca"])
+    np.testing.assert_array_equal(model.representation(adata[:5]), adata.obsm["X_pca"][:5])
+    shifted = (adata.obs["condition"] == "shifted").to_numpy()
+    assert model.cells.codes[:, 0].tolist() == shifted.astype(int).tolist()
