@@ -2,9 +2,12 @@
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import time
+import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -27,6 +30,31 @@ def preset_setting(args: argparse.Namespace, presets: dict) -> dict:
         if getattr(args, key, None) is not None:
             setting[key] = getattr(args, key)
     return setting | {"preset": args.preset}
+
+
+def start_tool_run(args: argparse.Namespace, presets: dict, name: str) -> tuple[dict, Path]:
+    """The setting of a tool benchmark and its JSON path; torch threads from OMP_NUM_THREADS, scratio quiet."""
+    setting = preset_setting(args, presets)
+    setting["threads"] = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    out = Path(args.out or Path(__file__).parent / "results" / f"{name}_{args.preset}.json")
+    torch.set_num_threads(setting["threads"])
+    sr.settings.verbosity = 0
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    return setting, out
+
+
+def write_results(out: Path, *, setting: dict, packages, protocol: dict, summary: dict, runs: list) -> dict:
+    """Write a benchmark's setting, package versions and machine, protocol, summary and runs as JSON."""
+    final = {
+        "setting": setting,
+        "environment": {"versions": {p: version(p) for p in packages}, "machine": machine()["machine"]},
+        "protocol": protocol,
+        "summary": summary,
+        "runs": runs,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(final, indent=1))
+    return final
 
 
 def parse_setting(description: str, presets: dict, name: str, grids: dict[str, type]):

@@ -30,17 +30,12 @@ scib-metrics (with jax, CPU) is a benchmark dependency only. Results go to
 """
 
 import argparse
-import json
-import os
 import time
 import warnings
-from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from _common import add_preset_modes, machine, preset_setting
+from _common import add_preset_modes, start_tool_run, write_results
 from scipy.stats import spearmanr
 
 import scratio as sr
@@ -194,12 +189,7 @@ def main():
     parser.add_argument("--n-neighbors", type=int)
     parser.add_argument("--out")
     args = parser.parse_args()
-    setting = preset_setting(args, PRESETS)
-    setting["threads"] = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    out = Path(args.out or Path(__file__).parent / "results" / f"batch_{args.preset}.json")
-    torch.set_num_threads(setting["threads"])
-    sr.settings.verbosity = 0
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    setting, out = start_tool_run(args, PRESETS, "batch")
     warnings.filterwarnings("ignore", category=UserWarning)
 
     base = base_data(setting["n_pcs"])
@@ -214,27 +204,20 @@ def main():
                 + f" ({row['scib_seconds']} s)",
                 flush=True,
             )
-    final = {
-        "setting": setting | {"affected_types": AFFECTED, "min_type_cells": MIN_TYPE_CELLS},
-        "environment": {
-            "versions": {
-                p: version(p)
-                for p in ("scratio", "torch", "scib-metrics", "jax", "scanpy", "scikit-learn", "numpy")
-            },
-            "machine": machine()["machine"],
-        },
-        "protocol": {
+    final = write_results(
+        out,
+        setting=setting | {"affected_types": AFFECTED, "min_type_cells": MIN_TYPE_CELLS},
+        packages=("scratio", "torch", "scib-metrics", "jax", "scanpy", "scikit-learn", "numpy"),
+        protocol={
             "data": f"pbmc68k_reduced, bulk_labels types with >= {MIN_TYPE_CELLS} cells, first n_pcs of X_pca",
             "shift": "batch_1 cells of the affected types moved by strength x (pooled within-type sd along u) x u",
             "scratio": "uns['scratio_batch']['score'] (mean |log r| over all cells), tool defaults",
             "scib": "scib-metrics on the same embedding, pynndescent neighbours; higher = better mixed",
             "cell_auroc": "per-cell |log r| (scratio) or -iLISI (scib lisi_knn) against 'type is affected'",
         },
-        "summary": summarise(runs),
-        "runs": runs,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(final, indent=1))
+        summary=summarise(runs),
+        runs=runs,
+    )
     print_tables(final)
 
 

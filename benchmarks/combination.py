@@ -39,17 +39,11 @@ Torch uses ``OMP_NUM_THREADS`` threads (1 if unset).
 """
 
 import argparse
-import json
-import os
 import time
-import warnings
-from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from _common import add_preset_modes, machine, preset_setting
+from _common import add_preset_modes, start_tool_run, write_results
 from anndata import AnnData
 from scipy.special import logsumexp
 from scipy.stats import spearmanr
@@ -241,12 +235,7 @@ def main():
     parser.add_argument("--truth-samples", type=int)
     parser.add_argument("--out")
     args = parser.parse_args()
-    setting = preset_setting(args, PRESETS)
-    setting["threads"] = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    out = Path(args.out or Path(__file__).parent / "results" / f"combination_{args.preset}.json")
-    torch.set_num_threads(setting["threads"])
-    sr.settings.verbosity = 0
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    setting, out = start_tool_run(args, PRESETS, "combination")
 
     runs = []
     for seed in setting["seeds"]:
@@ -255,24 +244,20 @@ def main():
         rho = spearmanr([r["scratio"] for r in rows], [r["true_mean_abs"] for r in rows]).statistic
         print(f"seed {seed}: scratio {rows[0]['scratio_seconds']} s, classifiers {rows[0]['baseline_seconds']} s, "
               f"Spearman scratio {rho:.3f}", flush=True)  # fmt: skip
-    final = {
-        "setting": setting | {"design": DESIGN, "second_drugs": SECOND, "first_drugs": FIRST},
-        "environment": {
-            "versions": {p: version(p) for p in ("scratio", "torch", "scikit-learn", "numpy", "anndata")},
-            "machine": machine()["machine"],
-        },
-        "protocol": {
+    final = write_results(
+        out,
+        setting=setting | {"design": DESIGN, "second_drugs": SECOND, "first_drugs": FIRST},
+        packages=("scratio", "torch", "scikit-learn", "numpy", "anndata"),
+        protocol={
             "truth": "population mean |log p(x|f,s) - log p(x|f,control)| of the pair, closed form, fresh draws",
             "scratio": "uns['scratio_combination']['summary']['mean_abs'], tool defaults",
             "classifiers": f"{DESIGN['cv_folds']}-fold stratified CV, pair cells vs the first drug's control cells",
             "spearman": "per seed over the 16 (first, second) pairs; *_graded_all_cells: over the pairs whose "
             "second drug moves every cell, against the shift length",
         },
-        "summary": summarise(runs),
-        "runs": runs,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(final, indent=1))
+        summary=summarise(runs),
+        runs=runs,
+    )
     print_tables(final)
 
 

@@ -29,17 +29,11 @@ Torch uses ``OMP_NUM_THREADS`` threads (1 if unset).
 """
 
 import argparse
-import json
-import os
 import time
-import warnings
-from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from _common import add_preset_modes, machine, preset_setting
+from _common import add_preset_modes, start_tool_run, write_results
 from anndata import AnnData
 from scipy.stats import spearmanr
 
@@ -185,12 +179,7 @@ def main():
     parser.add_argument("--n-dims", type=int)
     parser.add_argument("--out")
     args = parser.parse_args()
-    setting = preset_setting(args, PRESETS)
-    setting["threads"] = int(os.environ.get("OMP_NUM_THREADS", "1"))
-    out = Path(args.out or Path(__file__).parent / "results" / f"donor_{args.preset}.json")
-    torch.set_num_threads(setting["threads"])
-    sr.settings.verbosity = 0
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    setting, out = start_tool_run(args, PRESETS, "donor")
 
     runs = []
     for seed in setting["seeds"]:
@@ -198,24 +187,20 @@ def main():
         runs += rows
         rho = spearmanr([r["scratio"] for r in rows], [r["shift"] for r in rows]).statistic
         print(f"seed {seed}: scratio {rows[0]['scratio_seconds']} s, Spearman scratio {rho:.3f}", flush=True)
-    final = {
-        "setting": setting | {"design": DESIGN, "shifts": SHIFTS, "weak": WEAK},
-        "environment": {
-            "versions": {p: version(p) for p in ("scratio", "torch", "scikit-learn", "numpy", "anndata")},
-            "machine": machine()["machine"],
-        },
-        "protocol": {
+    final = write_results(
+        out,
+        setting=setting | {"design": DESIGN, "shifts": SHIFTS, "weak": WEAK},
+        packages=("scratio", "torch", "scikit-learn", "numpy", "anndata"),
+        protocol={
             "truth": "per-donor shift length of the treated cells (the exact mean log r is shift^2 / 2)",
             "scratio": "uns['scratio_donor']['summary'] (mean log r of the donor's treated cells), tool defaults",
             "pseudobulk": "Euclidean distance of the donor's treated and control centroids",
             "logreg_auc": f"{DESIGN['cv_folds']}-fold stratified CV ROC AUC, donor's treated vs control cells",
             "weak_vs_non": f"weak = shifts {list(WEAK)}, non = shift 0; gap in units of the non-responders' sd",
         },
-        "summary": summarise(runs),
-        "runs": runs,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(final, indent=1))
+        summary=summarise(runs),
+        runs=runs,
+    )
     print_tables(final)
 
 
