@@ -12,7 +12,7 @@ Lightning loads only when the prediction loop is asked for, not for the default 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -118,14 +118,19 @@ class RowBlocks(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, int]:
         if not self.blocks:
+            if i != 0:
+                raise IndexError(i)
             return self.n_rows, self.n_rows
-        start = self.blocks[i] * self.block_size
+        start = self.blocks[i] * self.block_size  # an IndexError past the last block
         return start, min(start + self.block_size, self.n_rows)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return (self[i] for i in range(len(self)))
 
     @property
     def n_cells(self) -> int:
         """Rows in this share."""
-        return sum(stop - start for start, stop in self) if self.blocks else 0
+        return sum(stop - start for start, stop in self)
 
 
 def score_rows(
