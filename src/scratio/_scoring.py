@@ -73,8 +73,8 @@ def scoring_method(method: Callable) -> Callable:
     added = [
         *(
             [
-                inspect.Parameter("solver", keyword, default="rk4", annotation="str | Solver"),
-                inspect.Parameter("random_state", keyword, default=0, annotation="int"),
+                inspect.Parameter("solver", keyword, default="rk4", annotation=str | Solver),
+                inspect.Parameter("random_state", keyword, default=0, annotation=int),
             ]
             if solves
             else []
@@ -99,12 +99,23 @@ def scoring_method(method: Callable) -> Callable:
             kwargs["solver"] = make_solver(solver, random_state, solver_options)
         return method(self, *args, **kwargs)
 
-    public = renamed_keywords(n_steps="solver_steps")(score) if solves else score
-    public.__signature__ = signature
-    public.__annotations__ = {
-        **{k: v for k, v in method.__annotations__.items() if k not in ("solver", "placement")},
+    hints = typing.get_type_hints(method)
+    annotations = {
+        **{k: v for k, v in hints.items() if k not in ("solver", "placement")},
         **{p.name: p.annotation for p in added if p.kind is keyword},
     }
+    # Documentation tools that unwrap decorators stop here, at the public keywords.
+    del score.__wrapped__
+    score.__signature__ = signature.replace(
+        parameters=[
+            p.replace(annotation=annotations.get(p.name, p.annotation)) for p in signature.parameters.values()
+        ],
+        return_annotation=hints.get("return", signature.return_annotation),
+    )
+    score.__annotations__ = annotations
+    public = renamed_keywords(n_steps="solver_steps")(score) if solves else score
+    public.__signature__ = score.__signature__
+    public.__annotations__ = annotations
     doc = "\n".join([SCORING_DOC] * solves + [DEVICES_DOC] * places)
     return doc_params(scoring=doc)(public)
 
