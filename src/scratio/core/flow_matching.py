@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 
-from scratio._settings import progress_bar
+from scratio._settings import progress_bar, settings
 
 from .network import ConditionalFlowNet
 from .paths import GaussianPath
@@ -306,6 +306,7 @@ class BlockPrediction(L.LightningModule):
         super().__init__()
         self.network, self.score, self.output = network, score, output
         self.block_size, self.desc = block_size, desc
+        self.show_bar = settings.progress_bar  # the caller's setting, for processes it starts
         self._part: torch.Tensor | None = None
         self._bar = None
 
@@ -314,6 +315,7 @@ class BlockPrediction(L.LightningModule):
         from .training import LIGHTNING_BANNERS, ignore_lightning_warnings
 
         super().__setstate__(state)
+        settings.verbosity = 2 if self.show_bar else 0
         ignore_lightning_warnings()
         for name in LIGHTNING_BANNERS:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -328,7 +330,7 @@ class BlockPrediction(L.LightningModule):
 
     def on_predict_start(self) -> None:  # noqa: D102
         self._part = torch.zeros_like(self.output)
-        if self.global_rank == 0:
+        if self.global_rank == 0 and self.show_bar:
             share = self.trainer.predict_dataloaders.dataset.n_cells
             world = self.trainer.world_size
             self._bar = progress_bar(

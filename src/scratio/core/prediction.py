@@ -175,9 +175,9 @@ def _predict(network, score, shape, *, block_size, devices, desc) -> np.ndarray:
     try:
         with quiet_lightning():
             trainer = _trainer(devices, home)
+            kind = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
             logger.info(
-                f"Scoring {shape[0]} cells on {trainer.world_size} {trainer.accelerator.__class__.__name__} "
-                f"process(es) in blocks of {block_size}."
+                f"Scoring {shape[0]} cells on {trainer.world_size} {kind} process(es), blocks of {block_size}."
             )
             trainer.predict(module, return_predictions=False)
     finally:
