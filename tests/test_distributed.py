@@ -1,5 +1,6 @@
 """Training and scoring through Lightning's distributed data parallel strategies on two CPU processes."""
 
+import pickle
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import torch
 from helpers import REFERENCE, SHIFTED, r_squared, row_index
 
 import scratio as sr
+from scratio._scoring import SharedRows
 from scratio.core import RowBlocks, ScoringDevices, score_rows
 
 needs_distributed = pytest.mark.skipif(
@@ -115,3 +117,25 @@ def test_one_device_scores_in_process_without_lightning(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("view", ["rows", "columns", "whole", "rows of the memmap"])
+def test_memory_mapped_cells_reach_spawned_processes_as_the_file(tmp_path, view):
+    array = np.arange(4000, dtype=np.float32).reshape(400, 10)
+    np.save(tmp_path / "cells.npy", array)
+    mapped = np.load(tmp_path / "cells.npy", mmap_mode="r")
+    cut = {"columns": np.s_[:, :7], "whole": np.s_[:]}.get(view, np.s_[150:260])
+    # a slice of a memmap is a memmap too, with the offset of the whole file
+    cells = mapped[cut] if view == "rows of the memmap" else np.asarray(mapped, dtype=np.float32)[cut]
+    sent = pickle.dumps(SharedRows(cells))
+    assert len(sent) < 1000  # the file's name and the view's place, not the cells
+    np.testing.assert_array_equal(pickle.loads(sent)[:], array[cut])
+
+
+def test_cells_in_memory_and_one_condition_for_all_reach_spawned_processes():
+    cells = np.random.default_rng(0).standard_normal((300, 4), dtype=np.float32)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(SharedRows(cells)))[:], cells)
+    one_condition = np.broadcast_to(np.array([1, 0]), (10**7, 2))
+    sent = pickle.dumps(SharedRows(one_condition))
+    assert len(sent) < 1000
+    np.testing.assert_array_equal(pickle.loads(sent)[5:7], [[1, 0], [1, 0]])

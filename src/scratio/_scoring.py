@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import mmap
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -186,14 +187,12 @@ class SharedRows:
         if mapped is not None:
             return _open_mapped, mapped
         if self._shared is None:
-            self._shared = torch.empty(array.shape, dtype=_TORCH_DTYPES[array.dtype]).share_memory_()
+            dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+            self._shared = torch.empty(array.shape, dtype=dtype).share_memory_()
             target = self._shared.numpy()
             for start in range(0, len(array), 65536):
                 target[start : start + 65536] = array[start : start + 65536]
         return _from_shared, (self._shared,)
-
-
-_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.int64): torch.int64}
 
 
 def _broadcast_rows(row: np.ndarray, n: int) -> SharedRows:
@@ -205,11 +204,17 @@ def _from_shared(tensor: torch.Tensor) -> SharedRows:
 
 
 def _mapped_file(array: np.ndarray) -> tuple | None:
-    """How to map ``array`` again from its file: the mapping's arguments and the view's place in it."""
+    """How to map ``array`` again from its file: the mapping's arguments and the view's place in it.
+
+    The mapping is the :class:`numpy.memmap` that owns the :class:`mmap.mmap` (its ``offset`` is
+    where its first element lies in the file; views of it, memmaps too, keep that ``offset``).
+    """
     mapping = array
-    while mapping is not None and not (isinstance(mapping, np.memmap) and getattr(mapping, "filename", None)):
-        mapping = mapping.base if isinstance(mapping, np.ndarray) else None
-    if mapping is None or not mapping.flags.c_contiguous:
+    while isinstance(mapping, np.ndarray) and not (
+        isinstance(mapping, np.memmap) and isinstance(mapping.base, mmap.mmap) and mapping.filename
+    ):
+        mapping = mapping.base
+    if not isinstance(mapping, np.memmap) or not mapping.flags.c_contiguous:
         return None
     offset = array.__array_interface__["data"][0] - mapping.__array_interface__["data"][0]
     file = (str(mapping.filename), mapping.dtype.str, mapping.offset, mapping.shape)
