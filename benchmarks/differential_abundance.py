@@ -97,11 +97,11 @@ def pbmc68k_base() -> AnnData:
     return adata
 
 
-def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0) -> AnnData:
-    """``n_cells`` cells from one Gaussian per Leiden cluster fitted to pbmc68k's 50-PC ``X_pca``."""
+def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0, key: str = "leiden") -> AnnData:
+    """``n_cells`` cells from one Gaussian per cluster of ``obs[key]`` fitted to pbmc68k's 50-PC ``X_pca``."""
     rng = np.random.default_rng(random_state)
     x = pbmc.obsm["X_pca"].astype(np.float64)
-    clusters = pbmc.obs["leiden"]
+    clusters = pbmc.obs[key]
     names = list(clusters.cat.categories)
     proportions = clusters.value_counts(normalize=True)[names].to_numpy()
     sizes = rng.multinomial(n_cells, proportions)
@@ -114,7 +114,7 @@ def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0) -> AnnData
         labels += [name] * size
     order = rng.permutation(n_cells)
     obs = pd.DataFrame(
-        {"leiden": pd.Categorical(np.asarray(labels)[order], categories=names)},
+        {key: pd.Categorical(np.asarray(labels)[order], categories=names)},
         index=[f"cell{i}" for i in range(n_cells)],
     )
     return AnnData(obs=obs, obsm={"X_pca": np.vstack(blocks)[order].astype(np.float32)})
