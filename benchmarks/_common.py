@@ -117,6 +117,18 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
 
 
 # ------------------------------------------------------------------ baselines (benchmark env only)
+@contextlib.contextmanager
+def keep_torch_threads():
+    """Restore torch's thread count on exit: after ``sc.pp.neighbors`` (scanpy 1.11.5, in the
+    benchmark env) torch runs one thread per CPU, whatever ``OMP_NUM_THREADS`` and
+    ``torch.set_num_threads`` said, so every later scratio run would use them all."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def meld_likelihoods(x, sample_labels, groups: dict, *, beta: float, knn: int, seed: int):
     """MELD's per-cell likelihood of each group of samples (a DataFrame, one column per group).
 
@@ -130,7 +142,8 @@ def meld_likelihoods(x, sample_labels, groups: dict, *, beta: float, knn: int, s
     from meld.utils import normalize_densities
 
     operator = meld.MELD(beta=beta, knn=knn, random_state=seed, n_jobs=1, verbose=0)
-    densities = operator.fit_transform(x, sample_labels=sample_labels)
+    with keep_torch_threads():
+        densities = operator.fit_transform(x, sample_labels=sample_labels)
     mean = pd.DataFrame({g: densities[list(s)].mean(axis=1) for g, s in groups.items()})
     return normalize_densities(mean)
 
@@ -156,11 +169,13 @@ def milo_neighbourhoods(x, obs, *, sample_key: str, design: str, n_neighbors: in
     # pertpy does not pass n_cpus to pydeseq2, which would start one process per CPU.
     pydeseq2.default_inference.utils.get_num_processes = lambda n_cpus=None: 1
     data = AnnData(obs=obs.copy(), obsm={"X_pca": x})
-    sc.pp.neighbors(data, use_rep="X_pca", n_neighbors=n_neighbors, random_state=seed)
+    with keep_torch_threads():
+        sc.pp.neighbors(data, use_rep="X_pca", n_neighbors=n_neighbors, random_state=seed)
     milo = pt.tl.Milo()
     mdata = milo.load(data)
     # pydeseq2 reports every fitting step; keep the benchmark log to one line per run.
     with (
+        keep_torch_threads(),
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
         warnings.catch_warnings(),
