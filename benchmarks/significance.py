@@ -428,6 +428,8 @@ def plot(final, path):
                 ax.annotate(share, (x, values.mean()), textcoords="offset points", xytext=(0, 3),
                             ha="center", fontsize=7)  # fmt: skip
         ax.axhline(0.01, color="black", linestyle="--", linewidth=1, label="goal: 1% of cells")
+        ax.set_yscale("symlog", linthresh=1e-3)  # MELD's 30% and 1% on one axis
+        ax.set_ylim(0, 1)
         ax.set_xticks([0, 1], ["null (enr 0.5)", "null + composition noise"])
         ax.set_ylabel("fraction of cells called")
         ax.set_title(f"{dataset}: nulls (bar: mean, dots: datasets, n/N: datasets with calls)", fontsize=9)
