@@ -53,8 +53,8 @@ for true DA cells; wall time.
     python benchmarks/significance.py --full    # 9 DA + 2 x 10 nulls on pbmc68k, 3 DA + 2 x 3 nulls on 20,000 cells
 
 Results go to ``results/significance_{preset}.json`` after every run (``--resume`` keeps the
-runs already there) and the figure to ``results/significance.png``. Torch uses
-``OMP_NUM_THREADS`` threads (1 if unset), pydeseq2 one process.
+runs already there) and the figure to ``results/significance.png`` (``--full``; else next to
+the JSON). Torch uses ``OMP_NUM_THREADS`` threads (1 if unset), pydeseq2 one process.
 """
 
 import argparse
@@ -469,7 +469,10 @@ def main():
     parser.add_argument("--out")
     args = parser.parse_args()
     setting, out = start_tool_run(args, PRESETS, "significance")
-    figure = out.parent / "significance.png"
+    # the full run's figure is the README's; others sit next to their JSON
+    figure = (
+        out.parent / "significance.png" if args.preset == "full" and not args.out else out.with_suffix(".png")
+    )
     if args.plot_only:
         plot(json.loads(out.read_text()), figure)
         return
@@ -480,7 +483,9 @@ def main():
         print("sr.tl.differential_abundance has no `alpha` yet: scratio is left out of this run")
         setting["methods"] = [m for m in setting["methods"] if m != "scratio"]
 
-    runs = json.loads(out.read_text())["runs"] if args.resume and out.exists() else []
+    previous = json.loads(out.read_text()) if args.resume and out.exists() else {}
+    runs = previous.get("runs", [])
+    invocations = previous.get("protocol", {}).get("invocations", [])
     done = {spec_key(r, r["method"]) for r in runs}
     specs = dataset_specs(setting)
     bases = bases_for(setting, specs)
@@ -504,14 +509,18 @@ def main():
                   f"FDR {metrics['fdr']:.3f} TPR {metrics['tpr'] if metrics['tpr'] is None else round(metrics['tpr'], 3)} "
                   f"AUROC {metrics['auroc'] if metrics['auroc'] is None else round(metrics['auroc'], 3)} "
                   f"| {seconds:6.1f} s", flush=True)  # fmt: skip
-            final = finish(out, setting, runs, bases)
-    final = finish(out, setting, runs, bases, total_seconds=time.perf_counter() - started)
+            final = finish(out, setting, runs, bases, invocations)
+    order = {spec_key(spec, method): i for i, spec in enumerate(specs) for method in METHODS}
+    runs.sort(key=lambda r: order.get(spec_key(r, r["method"]), len(order)))
+    n_new = len(runs) - len(done)
+    invocations = [*invocations, {"new_runs": n_new, "wall_seconds": round(time.perf_counter() - started, 1)}]
+    final = finish(out, setting, runs, bases, invocations)
     print_tables(final["summary"]["settings"])
     print(json.dumps(final["summary"]["goals"], indent=1))
     plot(final, figure)
 
 
-def finish(out, setting, runs, bases, total_seconds=None):
+def finish(out, setting, runs, bases, invocations):
     summary = summarise(runs)
     protocol = {
         "simulation": SIMULATION | {"populations": f"obs[{POP_KEY!r}]", "embedding": f"first {N_PCS} PCs"},
@@ -520,7 +529,7 @@ def finish(out, setting, runs, bases, total_seconds=None):
         "population_sizes": {name: base.obs[POP_KEY].value_counts().sort_index().to_dict()
                              for name, base in bases.items()},
         "milo": MILO, "meld": MELD, "alpha": ALPHA,
-        "wall_seconds_this_invocation": None if total_seconds is None else round(total_seconds, 1),
+        "invocations": invocations,
     }  # fmt: skip
     packages = ("scratio", "torch", "pertpy", "pydeseq2", "meld", "scanpy", "numpy")
     return write_results(out, setting=setting, packages=packages, protocol=protocol,
