@@ -197,7 +197,7 @@ def differential_abundance(
             )
             fdr_column, significant_column = test_columns[t]
             calls[fdr_column] = fdr.astype(np.float32)
-            calls[significant_column] = fdr < alpha
+            calls[significant_column] = calls[fdr_column] < alpha  # the written q-values decide
             test["n_permutations"][t] = n_assignments
             test["exhaustive"][t] = n_assignments == design.n_assignments
             test["columns"][t] = [fdr_column, significant_column]
