@@ -41,6 +41,16 @@ def test_assignments_are_every_relabelling_within_strata():
     assert len(sampled) == 50 and len({m.tobytes() for m in sampled}) == 50
 
 
+def test_paired_design_swaps_labels_within_donors():
+    donors = {f"{c}_{d}": f"donor_{d}" for c in ("control", "treated") for d in range(6)}
+    paired = SampleDesign(
+        [f"control_{d}" for d in range(6)], [f"treated_{d}" for d in range(6)], strata=donors
+    )
+    masks = paired.assignments(1000, np.random.default_rng(0))
+    assert paired.n_assignments == len(masks) == 2**6
+    assert (masks[:, :6] ^ masks[:, 6:]).all()  # each donor keeps one treated sample
+
+
 def test_moderated_t_closed_form():
     log_p = np.array([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
     t = moderated_t(log_p, np.array([False, False, False, True, True, True]))
