@@ -169,6 +169,27 @@ def test_da_significance_within_batches(monkeypatch):
     assert adata.uns["scratio_da"]["params"]["batch_key"] == "batch"
 
 
+def test_da_significance_one_pair_of_columns_per_target():
+    adata = sr.datasets.replicate_design(900, n_dims=3, n_states=3, n_samples=4, random_state=2)
+    condition = (
+        adata.obs["sample"].astype(str).replace({"treated_0": "A", "treated_1": "A", "treated_2": "B"})
+    )
+    adata.obs["condition"] = condition.replace({"treated_3": "B"}).str.replace(
+        r"control_\d", "control", regex=True
+    )
+    sr.tl.differential_abundance(adata, "condition", "control", sample_key="sample", **FAST)
+    test = adata.uns["scratio_da"]["test"]
+    assert test["columns"] == {
+        "A": ["scratio_da_A_fdr", "scratio_da_A_significant"],
+        "B": ["scratio_da_B_fdr", "scratio_da_B_significant"],
+    }
+    assert test["n_samples"] == {"control": 4, "A": 2, "B": 2}
+    assert test["n_permutations"] == {"A": 15, "B": 15}  # 6 choose 2 for each target against the 4 controls
+    for target in "AB":
+        assert adata.obs[f"scratio_da_{target}_fdr"].between(0, 1).all()
+        assert adata.obs[f"scratio_da_{target}_significant"].dtype == bool
+
+
 def test_da_without_samples_says_significance_needs_replicates(caplog):
     adata = sr.datasets.replicate_design(300, n_dims=2, n_states=2, random_state=0)
     with caplog.at_level(logging.INFO, logger="scratio"):
