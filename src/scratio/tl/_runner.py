@@ -295,7 +295,7 @@ class ToolRun:
         ``ratios`` says what each column holds (``"log p(x | treated) / p(x | control)"``), for
         the plots' titles. ``scored`` marks the cells the tool scored (default: all; the others
         hold NaN); a scored cell without a finite score is an error, and nothing is written.
-        ``other`` per-cell columns (q-values, calls) are written as they are. ``params`` (the
+        ``other`` per-cell columns (a test's q-values and calls) are written as they are. ``params`` (the
         tool's keys and categories) is completed with the model's record (representation,
         schedule, network, training, final loss), the scoring options, the written ``columns``
         and ``other_columns`` and the package version; no entry is written twice.
@@ -323,7 +323,9 @@ class ToolRun:
                 Params.OUTSIDE: self._outside_record(outside),
             }
             adata.uns[self.key_added] = {Uns.PARAMS: params, **tables}
-        added_other = f"    {', '.join(map(repr, other))}, per-cell (adata.obs)\n" if other else ""
+        added_other = (
+            f"    {', '.join(map(repr, other))}, per-cell q-values and calls (adata.obs)\n" if other else ""
+        )
         logger.info(
             f"{self.tool.name}: added\n    {', '.join(map(repr, results))}, per-cell log-ratios (adata.obs)\n"
             f"{added_other}"
