@@ -295,10 +295,11 @@ class ToolRun:
         ``ratios`` says what each column holds (``"log p(x | treated) / p(x | control)"``), for
         the plots' titles. ``scored`` marks the cells the tool scored (default: all; the others
         hold NaN); a scored cell without a finite score is an error, and nothing is written.
-        ``other`` per-cell columns (a test's q-values and calls) are written as they are. ``params`` (the
-        tool's keys and categories) is completed with the model's record (representation,
-        schedule, network, training, final loss), the scoring options, the written ``columns``
-        and ``other_columns`` and the package version; no entry is written twice.
+        ``other`` per-cell columns (a test's q-values and calls) are written as they are.
+        ``params`` (the tool's keys and categories) is completed with the model's record
+        (representation, schedule, network, training, final loss), the scoring options, the
+        written ``columns`` and ``other_columns`` and the package version; no entry is written
+        twice.
         """
         results = {column: np.asarray(values, dtype=np.float32) for column, values in results.items()}
         for column, values in results.items():
