@@ -37,7 +37,9 @@ def gaussians(quick: dict, full: dict) -> None:
                 )
         reference = REFERENCE_MSE.get(loc)
         if reference:  # known for loc 2 (its ablation) and loc 4 only
-            (line,) = ax.plot(list(reference), list(reference.values()), "k--", label="reference implementation")
+            (line,) = ax.plot(
+                list(reference), list(reference.values()), "k--", label="reference implementation"
+            )
             ax.legend(handles=[line], fontsize=7, loc="lower right")
         ax.set(xscale="log", yscale="log", xlabel="d", title=f"loc {loc:g}")
         ax.set_xticks(dims, [str(d) for d in dims])
