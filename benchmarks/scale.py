@@ -9,13 +9,23 @@
 3. Many conditions: one key with 32 categories; time to get K = 2, 8, 32 conditional
    log-likelihoods from one trajectory against K pairwise S1 runs (each category against the
    unconditional density), and how well the two agree.
+4. Processes: the scoring model of part 1 scores the same cells in one process (one thread,
+   then two) and in two processes (``devices=2, strategy="ddp_spawn"``, one thread each), which
+   gives the speed-up of two processes on this machine; the scores must be identical. Then the
+   memory of each process with two processes, the cells in memory (copied once into shared
+   memory for the spawned processes) or memory-mapped from an ``.npy`` file, against the same
+   call on 1,000 cells (imports and start-up). Wall and CPU seconds are recorded: CPU seconds do
+   not depend on what else runs on the machine.
 
     python benchmarks/scale.py          # exact scoring up to 10^5 cells, fast up to 10^6
     python benchmarks/scale.py --full   # exact scoring at 10^6 cells too (hours on 2 CPU cores)
+    python benchmarks/scale.py --parts processes --out benchmarks/results/scale_processes.json
 """
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -24,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from _common import machine
 from anndata import AnnData
 
 import scratio as sr
 
 D = 30
-PARTS = ("scoring", "training", "many_conditions")
+PARTS = ("scoring", "training", "many_conditions", "processes")
 MODES = {"exact": {"divergence": "exact"}, "fast": {"divergence": "hutchinson"}}
 
 
@@ -44,36 +55,103 @@ def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # sets VmHWM to the current VmRSS
 
 
-def score_worker(model_dir: str, n_cells: int, mode: str) -> dict:
-    """Runs in its own process: draw ``n_cells`` cells, score them, report time and memory."""
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def score_worker(model_dir: str, n_cells: int, mode: str, run: dict | None = None) -> dict:
+    """Runs in its own process: draw ``n_cells`` cells, score them, report time and memory.
+
+    ``run`` may hold scoring devices (``accelerator``, ``devices``, ``strategy``), ``"input":
+    "memmap"`` (score the cells from an ``.npy`` file opened with ``mmap_mode="r"``) and
+    ``"save"`` (write the scores there).
+    """
+    run = dict(run or {})
     model = sr.RatioFlow.load(model_dir)
     rng = np.random.default_rng(1)
     cells = rng.standard_normal((n_cells, D), dtype=np.float32)
-    reset_peak()
-    before = memory_mib()["VmRSS"]
-    start = time.perf_counter()
-    ratios = model.log_ratio(cells, numerator={"condition": "shifted"}, denominator={"condition": "reference"},
-                             solver_steps=2, **MODES[mode])  # fmt: skip
-    seconds = time.perf_counter() - start
-    peak = memory_mib()["VmHWM"]
+    input_mib, save, memmap = (
+        cells.nbytes / 2**20,
+        run.pop("save", None),
+        run.pop("input", "memory") == "memmap",
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        if memmap:
+            np.save(Path(folder) / "cells.npy", cells)
+            del cells
+            cells = np.load(Path(folder) / "cells.npy", mmap_mode="r")
+        reset_peak()
+        before = memory_mib()["VmRSS"]
+        cpu = cpu_seconds(resource.RUSAGE_SELF)
+        start = time.perf_counter()
+        ratios = model.log_ratio(cells, numerator={"condition": "shifted"}, denominator={"condition": "reference"},
+                                 solver_steps=2, **MODES[mode], **run)  # fmt: skip
+        seconds = time.perf_counter() - start
+        peak = memory_mib()["VmHWM"]
+    if save:
+        np.save(save, ratios)
     return {
-        "mode": mode, "n_cells": n_cells, "seconds": round(seconds, 2),
-        "cells_per_second": round(n_cells / seconds, 1),
+        "mode": mode, "n_cells": n_cells, **run, "input": "memmap" if memmap else "memory",
+        "seconds": round(seconds, 2), "cells_per_second": round(n_cells / seconds, 1),
+        "cpu_seconds": round(cpu_seconds(resource.RUSAGE_SELF) - cpu, 2),
+        "cpu_seconds_started_processes": round(cpu_seconds(resource.RUSAGE_CHILDREN), 2),
         "rss_before_scoring_mib": round(before, 1), "peak_rss_while_scoring_mib": round(peak, 1),
-        "growth_mib": round(peak - before, 1), "output_mib": round(ratios.nbytes / 2**20, 2),
-        "input_mib": round(cells.nbytes / 2**20, 1), "finite": bool(np.isfinite(ratios).all()),
+        "growth_mib": round(peak - before, 1),
+        # ru_maxrss: the largest peak of any process this one started and waited for (KiB on Linux)
+        "peak_rss_started_process_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "output_mib": round(ratios.nbytes / 2**20, 2), "input_mib": round(input_mib, 1),
+        "finite": bool(np.isfinite(ratios).all()), "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }  # fmt: skip
+
+
+def worker(model_dir: str, n: int, mode: str, run: dict | None = None, threads: int | None = None) -> dict:
+    """:func:`score_worker` in a fresh process (with ``threads`` torch threads, else the caller's setting)."""
+    env = dict(os.environ) | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    command = [sys.executable, __file__, "--worker", model_dir, str(n), mode, json.dumps(run or {})]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def scoring(model_dir: str, sizes: dict[str, list[int]]) -> list[dict]:
     runs = []
     for mode, ns in sizes.items():
         for n in ns:
-            command = [sys.executable, __file__, "--worker", model_dir, str(n), mode]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            runs.append(json.loads(output.strip().splitlines()[-1]))
+            runs.append(worker(model_dir, n, mode))
             print(f"  scoring {runs[-1]}", flush=True)
     return runs
+
+
+def processes(model_dir: str, n_speed: int, n_memory: int) -> dict:
+    """Two processes against one: speed (exact scoring, same numbers) and memory per process."""
+    two = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
+    speed = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name, run, threads in [
+            ("one process, 1 thread", {}, 1),
+            ("one process, 2 threads", {}, 2),
+            ("two processes (ddp_spawn), 1 thread each", two, 1),
+        ]:
+            speed.append(
+                {
+                    "setting": name,
+                    **worker(
+                        model_dir, n_speed, "exact", {**run, "save": f"{folder}/{len(speed)}.npy"}, threads
+                    ),
+                }
+            )
+            print(f"  processes {speed[-1]}", flush=True)
+        scores = [np.load(f"{folder}/{i}.npy") for i in range(len(speed))]
+    for row in speed:
+        row["speed_up"] = round(speed[0]["seconds"] / row["seconds"], 2)
+    identical = all(np.array_equal(scores[0], other) for other in scores[1:])
+    memory = []
+    for n in (1000, n_memory):
+        for source in ("memory", "memmap"):
+            memory.append(worker(model_dir, n, "fast", {**two, "input": source}, 1))
+            print(f"  processes {memory[-1]}", flush=True)
+    return {"speed": speed, "identical_scores": identical, "memory": memory}
 
 
 def training_throughput(adata: AnnData, batch_sizes: list[int]) -> list[dict]:
@@ -144,6 +222,8 @@ def main():
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 8, 32])
     parser.add_argument("--many-cells", type=int, default=500)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--speed-cells", type=int, default=20_000, help="exact scoring, part 4")
+    parser.add_argument("--memory-cells", type=int, default=10**6, help="fast scoring, part 4")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scale.json"))
     args = parser.parse_args()
@@ -158,14 +238,17 @@ def main():
     results.setdefault("setting", {})
     results["setting"] |= machine()
     out.parent.mkdir(parents=True, exist_ok=True)
+    model_dir = tempfile.TemporaryDirectory()
+    if {"scoring", "processes"} & set(args.parts):
+        model = sr.RatioFlow(adata, condition_keys="condition", width=256, random_state=0)
+        model.train(args.steps, batch_size=1024)
+        model.save(model_dir.name, overwrite=True)
     for part in args.parts:
         results["setting"][part] = vars(args)
         if part == "scoring":
-            with tempfile.TemporaryDirectory() as model_dir:
-                model = sr.RatioFlow(adata, condition_keys="condition", width=256, random_state=0)
-                model.train(args.steps, batch_size=1024)
-                model.save(model_dir, overwrite=True)
-                results[part] = scoring(model_dir, {"fast": args.fast_sizes, "exact": args.exact_sizes})
+            results[part] = scoring(model_dir.name, {"fast": args.fast_sizes, "exact": args.exact_sizes})
+        elif part == "processes":
+            results[part] = processes(model_dir.name, args.speed_cells, args.memory_cells)
         elif part == "training":
             results[part] = training_throughput(adata, args.batch_sizes)
         else:
@@ -174,8 +257,9 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+    if len(sys.argv) in (5, 6) and sys.argv[1] == "--worker":
         sr.settings.verbosity = 0
-        print(json.dumps(score_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
+        run = json.loads(sys.argv[5]) if len(sys.argv) == 6 else None
+        print(json.dumps(score_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4], run)))
     else:
         main()

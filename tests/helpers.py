@@ -1,6 +1,7 @@
 """Shared test data and checks."""
 
 import numpy as np
+import torch
 
 import scratio as sr
 
@@ -18,3 +19,11 @@ def trained_pair(n_obs: int, n_dims: int, *, n_steps: int, **train_kwargs):
     model = sr.RatioFlow(adata, condition_keys="condition", **SMALL_NETWORK)
     model.train(n_steps, batch_size=512, **train_kwargs)
     return adata, adata.obs["true_log_ratio"].to_numpy(), model
+
+
+def row_index(network, start: int, stop: int, device) -> torch.Tensor:
+    """A block scorer that returns each row's index, to see where every row lands.
+
+    Here, not in a test module, so that processes started by ``ddp_spawn`` can import it.
+    """
+    return torch.arange(start, stop, dtype=torch.float32)

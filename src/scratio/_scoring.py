@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import functools
 import inspect
+import mmap
+import typing
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ._deprecation import renamed_keywords
-from ._docs import doc_params
-from ._settings import progress_bar
+from ._docs import doc_params, parameters_section
 from .core.ode import Solver
+from .core.prediction import ScoringDevices
 
 #: Scoring keywords and the :class:`~scratio.core.Solver` fields they set.
 SOLVER_OPTIONS = {
@@ -36,6 +39,10 @@ solver_options
     ``"hutchinson"``), ``rtol`` and ``atol`` (tolerances of adaptive methods); see
     :class:`~scratio.core.Solver`."""
 
+#: The device keywords (fields of :class:`~scratio.core.ScoringDevices`), documented once there.
+DEVICES_DOC = parameters_section(ScoringDevices.__doc__)
+DEVICE_TYPES = typing.get_type_hints(ScoringDevices)
+
 
 def make_solver(solver: str | Solver, random_state: int, options: Mapping[str, Any]) -> Solver:
     """The :class:`~scratio.core.Solver` of a scoring call; unknown or conflicting options are a :class:`TypeError`."""
@@ -50,64 +57,175 @@ def make_solver(solver: str | Solver, random_state: int, options: Mapping[str, A
 
 
 def scoring_method(method: Callable) -> Callable:
-    """Give a scoring method the keywords ``solver``, ``random_state`` and ``**solver_options``.
+    """Give a scoring method the keywords of its solver and of its devices.
 
-    The method itself takes ``solver: Solver``, made by :func:`make_solver` before it runs (so
-    a misspelt solver fails before any cell is scored); its docstring's ``{scoring}`` line is
-    filled in with :data:`SCORING_DOC`; ``n_steps``, the 0.1 name of ``solver_steps``, still works.
+    A method that takes ``solver: Solver`` gets ``solver``, ``random_state`` and
+    ``**solver_options`` instead, made into a :class:`~scratio.core.Solver` by :func:`make_solver`
+    before it runs (so a misspelt solver fails before any cell is scored); ``n_steps``, the 0.1
+    name of ``solver_steps``, still works. A method that takes ``placement: ScoringDevices`` gets
+    the fields of :class:`~scratio.core.ScoringDevices` (``accelerator``, ``devices``,
+    ``strategy``, ``num_nodes``) instead, with their defaults. The docstring's ``{scoring}``
+    line is filled in with the documentation of the keywords added.
     """
     own = inspect.signature(method)
     keyword = inspect.Parameter.KEYWORD_ONLY
+    solves, places = "solver" in own.parameters, "placement" in own.parameters
+    defaults = ScoringDevices()
     added = [
-        inspect.Parameter("solver", keyword, default="rk4", annotation="str | Solver"),
-        inspect.Parameter("random_state", keyword, default=0, annotation="int"),
-        inspect.Parameter("solver_options", inspect.Parameter.VAR_KEYWORD),
+        *(
+            [
+                inspect.Parameter("solver", keyword, default="rk4", annotation=str | Solver),
+                inspect.Parameter("random_state", keyword, default=0, annotation=int),
+            ]
+            if solves
+            else []
+        ),
+        *(
+            inspect.Parameter(name, keyword, default=getattr(defaults, name), annotation=DEVICE_TYPES[name])
+            for name in (ScoringDevices.names() if places else ())
+        ),
+        *([inspect.Parameter("solver_options", inspect.Parameter.VAR_KEYWORD)] if solves else []),
     ]
-    signature = own.replace(parameters=[p for name, p in own.parameters.items() if name != "solver"] + added)
+    kept = [p for name, p in own.parameters.items() if name not in ("solver", "placement")]
+    signature = own.replace(parameters=kept + added)
 
     @functools.wraps(method)
-    def score(self, *args, solver: str | Solver = "rk4", random_state: int = 0, **kwargs):
-        solver_options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own.parameters}
-        return method(self, *args, solver=make_solver(solver, random_state, solver_options), **kwargs)
+    def score(self, *args, **kwargs):
+        if places:
+            placed = {name: kwargs.pop(name) for name in ScoringDevices.names() if name in kwargs}
+            kwargs["placement"] = ScoringDevices(**placed)
+        if solves:
+            solver, random_state = kwargs.pop("solver", "rk4"), kwargs.pop("random_state", 0)
+            solver_options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own.parameters}
+            kwargs["solver"] = make_solver(solver, random_state, solver_options)
+        return method(self, *args, **kwargs)
 
-    public = renamed_keywords(n_steps="solver_steps")(score)
-    public.__signature__ = signature
-    public.__annotations__ = {**method.__annotations__, "solver": "str | Solver", "random_state": "int"}
-    return doc_params(scoring=SCORING_DOC)(public)
+    hints = typing.get_type_hints(method)
+    annotations = {
+        **{k: v for k, v in hints.items() if k not in ("solver", "placement")},
+        **{p.name: p.annotation for p in added if p.kind is keyword},
+    }
+    # Documentation tools that unwrap decorators stop here, at the public keywords.
+    del score.__wrapped__
+    score.__signature__ = signature.replace(
+        parameters=[
+            p.replace(annotation=annotations.get(p.name, p.annotation)) for p in signature.parameters.values()
+        ],
+        return_annotation=hints.get("return", signature.return_annotation),
+    )
+    score.__annotations__ = annotations
+    public = renamed_keywords(n_steps="solver_steps")(score) if solves else score
+    public.__signature__ = score.__signature__
+    public.__annotations__ = annotations
+    doc = "\n".join([SCORING_DOC] * solves + [DEVICES_DOC] * places)
+    return doc_params(scoring=doc)(public)
 
 
-def stream_scores(
-    x: np.ndarray,
-    score: Callable[[torch.Tensor, slice, torch.Tensor | None], torch.Tensor],
-    *,
-    keyed: bool,
-    standardise: Callable[[np.ndarray], np.ndarray],
-    device: torch.device,
-    batch_size: int,
-    desc: str,
-) -> np.ndarray:
-    """Apply ``score(block, rows, keys)`` to standardised blocks of cells, memory flat in ``len(x)``.
+@dataclass
+class CellScorer:
+    """Scores rows ``start:stop`` of the cells: read, standardise, key, encode, integrate.
 
-    ``rows`` is the block's slice of ``x``. With ``keyed`` (Hutchinson divergences), ``keys`` are
-    :func:`cell_keys` of the block, so that a cell's probes depend on the cell and not on its
-    position among the cells passed; else ``None``. The results are written into one float32
-    array, with a progress bar that follows :data:`scratio.settings`.
+    The one per-block step of every scoring method, on one device or in Lightning's processes
+    (:func:`scratio.core.prediction.score_rows`); picklable, so that spawned processes get it.
+
+    Parameters
+    ----------
+    cells
+        The representation, one row per cell (not standardised).
+    standardise
+        ``(x - mean) / scale`` of the registration.
+    codes
+        Condition codes ``(n_cells, n_keys)`` of each field the integration takes, in its order.
+    integrate
+        ``integrate(network, x, codes, keys)`` on a standardised block with the block's codes.
+    keyed
+        Pass :func:`cell_keys` of the block as ``keys`` (Hutchinson divergences: a cell's probes
+        depend on the cell, not on its position); else ``None``.
     """
-    if len(x) == 0:
-        raise ValueError("No cells to score: the data has 0 rows.")
-    output = None
-    bar = progress_bar(total=len(x), desc=desc, unit="cell")
-    for start in range(0, len(x), batch_size):
-        stop = min(start + batch_size, len(x))
-        block = torch.from_numpy(standardise(x[start:stop])).to(device)
-        keys = cell_keys(x[start:stop]) if keyed else None
-        values = score(block, slice(start, stop), keys).cpu().numpy()
-        if output is None:
-            output = np.empty((len(x), *values.shape[1:]), dtype=np.float32)
-        output[start:stop] = values
-        bar.update(stop - start)
-    bar.close()
-    return output
+
+    cells: SharedRows
+    standardise: Callable[[np.ndarray], np.ndarray]
+    codes: tuple[SharedRows, ...]
+    integrate: Callable[..., torch.Tensor]
+    keyed: bool
+
+    def __call__(self, network: torch.nn.Module, start: int, stop: int, device: torch.device) -> torch.Tensor:
+        """The values of rows ``start:stop``, integrated with ``network`` on ``device``."""
+        x = self.cells[start:stop]
+        block = torch.from_numpy(self.standardise(x)).to(device)
+        keys = cell_keys(x) if self.keyed else None
+        codes = [torch.from_numpy(np.array(c[start:stop])).to(device) for c in self.codes]  # a writable copy
+        return self.integrate(network, block, codes, keys)
+
+
+class SharedRows:
+    """Rows of a 2-D array, read in place here and never copied once per scoring process.
+
+    A process started by spawning (``strategy="ddp_spawn"``) unpickles it as: the same file,
+    memory-mapped again, for a memory-mapped array (``np.load(..., mmap_mode="r")``, an
+    :class:`numpy.memmap` or a view of one); a zero-stride view (one condition for every cell) as
+    such; anything else from one copy in shared memory, made once for all processes. Each process
+    then reads only the rows of its share. Forked and relaunched processes read their own memory
+    and never pickle it.
+    """
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        self._shared: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.array[rows]
+
+    def __reduce__(self):
+        array = self.array
+        if array.ndim == 2 and array.strides[0] == 0:
+            return _broadcast_rows, (np.array(array[0]), len(array))
+        mapped = _mapped_file(array)
+        if mapped is not None:
+            return _open_mapped, mapped
+        if self._shared is None:
+            dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+            self._shared = torch.empty(array.shape, dtype=dtype).share_memory_()
+            target = self._shared.numpy()
+            for start in range(0, len(array), 65536):
+                target[start : start + 65536] = array[start : start + 65536]
+        return _from_shared, (self._shared,)
+
+
+def _broadcast_rows(row: np.ndarray, n: int) -> SharedRows:
+    return SharedRows(np.broadcast_to(row, (n, len(row))))
+
+
+def _from_shared(tensor: torch.Tensor) -> SharedRows:
+    return SharedRows(tensor.numpy())
+
+
+def _mapped_file(array: np.ndarray) -> tuple | None:
+    """How to map ``array`` again from its file: the mapping's arguments and the view's place in it.
+
+    The mapping is the :class:`numpy.memmap` that owns the :class:`mmap.mmap` (its ``offset`` is
+    where its first element lies in the file; views of it, memmaps too, keep that ``offset``).
+    """
+    mapping = array
+    while isinstance(mapping, np.ndarray) and not (
+        isinstance(mapping, np.memmap) and isinstance(mapping.base, mmap.mmap) and mapping.filename
+    ):
+        mapping = mapping.base
+    if not isinstance(mapping, np.memmap) or not mapping.flags.c_contiguous:
+        return None
+    offset = array.__array_interface__["data"][0] - mapping.__array_interface__["data"][0]
+    file = (str(mapping.filename), mapping.dtype.str, mapping.offset, mapping.shape)
+    return file, (array.dtype.str, array.shape, array.strides, offset)
+
+
+def _open_mapped(file: tuple, view: tuple) -> SharedRows:
+    filename, dtype, offset, shape = file
+    mapping = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
+    dtype, shape, strides, start = view
+    return SharedRows(np.ndarray(shape, dtype=np.dtype(dtype), buffer=mapping, offset=start, strides=strides))
 
 
 def cell_keys(x: np.ndarray) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,13 +18,14 @@ from ._deprecation import renamed_keywords
 from ._docs import doc_params, parameters_section
 from ._files import read_model_files, write_model_files
 from ._registration import Condition, RegisteredCells, Registration
-from ._scoring import scoring_method, stream_scores
+from ._scoring import CellScorer, SharedRows, scoring_method
 from ._support import SUPPORT_SCORING, Support
 from ._version import __version__
 from .core import ode
 from .core.network import ConditionalFlowNet
 from .core.ode import Solver
 from .core.paths import GaussianPath
+from .core.prediction import ScoringDevices, score_rows
 from .core.training import TrainingOptions, TrainingRecord
 
 Data = AnnData | np.ndarray | None
@@ -228,7 +230,10 @@ class RatioFlow:
         self.support = Support.from_log_likelihoods(log_likelihood, reference)
         return self
 
-    def outside_training_data(self, data: Data = None, *, batch_size: int = 256) -> np.ndarray:
+    @scoring_method
+    def outside_training_data(
+        self, data: Data = None, *, batch_size: int = 256, placement: ScoringDevices
+    ) -> np.ndarray:
         """Whether each cell lies outside the training data, by its unconditional likelihood.
 
         A cell is outside when ``log p(x)`` (every condition key null) is lower than that of the
@@ -241,6 +246,7 @@ class RatioFlow:
             As in :meth:`log_ratio`.
         batch_size
             Cells integrated together.
+        {scoring}
 
         Returns
         -------
@@ -251,26 +257,37 @@ class RatioFlow:
                 "This model has no record of its training data's support (it was trained by scratio 0.1); "
                 "train it again to flag cells outside the training data."
             )
-        log_likelihood = self.log_likelihood(data, batch_size=batch_size, **SUPPORT_SCORING)
+        log_likelihood = self.log_likelihood(
+            data, batch_size=batch_size, **SUPPORT_SCORING, **placement.keywords()
+        )
         return self.support.outside(log_likelihood)
 
     # ---------------------------------------------------------------- scoring
-    def _stream(self, x: np.ndarray, score, *, solver: Solver, batch_size: int, desc: str) -> np.ndarray:
+    def _stream(
+        self,
+        x: np.ndarray,
+        integrate,
+        codes: Sequence[np.ndarray],
+        *,
+        solver: Solver,
+        placement: ScoringDevices,
+        batch_size: int,
+        desc: str,
+        width: int | None = None,
+    ) -> np.ndarray:
+        """``integrate(network, block, block_codes, keys)`` over blocks of ``x``, where ``placement`` says."""
         if not self.is_trained:
             warnings.warn("Scoring an untrained RatioFlow; call `.train()` first.", stacklevel=3)
-        return stream_scores(
-            x,
-            score,
+        scorer = CellScorer(
+            SharedRows(x),
+            self.registration.standardise,
+            tuple(SharedRows(c) for c in codes),
+            functools.partial(integrate, solver=solver),
             keyed=solver.divergence == "hutchinson",
-            standardise=self.registration.standardise,
-            device=self.device,
-            batch_size=batch_size,
-            desc=desc,
         )
-
-    def _rows(self, codes: np.ndarray, rows: slice) -> torch.Tensor:
-        """Encoded conditions of a block of cells, on the network's device."""
-        return torch.from_numpy(np.ascontiguousarray(codes[rows])).to(self.device)
+        return score_rows(
+            self.network, scorer, len(x), block_size=batch_size, width=width, devices=placement, desc=desc
+        )
 
     @renamed_keywords(method="estimator")
     @scoring_method
@@ -283,6 +300,7 @@ class RatioFlow:
         estimator: Literal["s1", "s2", "naive"] = "s1",
         base: Condition | None = None,
         solver: Solver,
+        placement: ScoringDevices,
         batch_size: int = 256,
     ) -> np.ndarray:
         """Per-cell ``log p(x | numerator) - log p(x | denominator)``.
@@ -312,15 +330,11 @@ class RatioFlow:
         if estimator not in ode.ESTIMATORS:
             raise ValueError(f"Unknown estimator {estimator!r}; choose one of {list(ode.ESTIMATORS)}.")
         x = self.representation(data)
-        num, den, simulated = (self.encode(c, len(x)) for c in (numerator, denominator, base))
-
-        def score(xb, rows, keys):
-            return ode.log_ratio(
-                self.network, xb, self._rows(num, rows), self._rows(den, rows), estimator=estimator,
-                base=self._rows(simulated, rows), solver=solver, index=keys,
-            )  # fmt: skip
-
-        return self._stream(x, score, solver=solver, batch_size=batch_size, desc=f"log-ratio ({estimator})")
+        codes = [self.encode(c, len(x)) for c in (numerator, denominator, base)]
+        return self._stream(
+            x, functools.partial(_log_ratio, estimator=estimator), codes, solver=solver, placement=placement,
+            batch_size=batch_size, desc=f"log-ratio ({estimator})",
+        )  # fmt: skip
 
     @scoring_method
     def log_likelihood(
@@ -329,6 +343,7 @@ class RatioFlow:
         condition: Condition | None = None,
         *,
         solver: Solver,
+        placement: ScoringDevices,
         batch_size: int = 256,
     ) -> np.ndarray:
         """Per-cell CNF log-density ``log p(x | condition)`` in the units of ``use_rep``.
@@ -344,15 +359,12 @@ class RatioFlow:
         {scoring}
         """
         x = self.representation(data)
-        codes = self.encode(condition, len(x))
-
-        def score(xb, rows, keys):
-            return ode.log_likelihood(self.network, xb, self._rows(codes, rows), solver=solver, index=keys)
-
-        return (
-            self._stream(x, score, solver=solver, batch_size=batch_size, desc="log-likelihood")
-            - self.registration.log_scale
-        )
+        codes = [self.encode(condition, len(x))]
+        values = self._stream(
+            x, _log_likelihood, codes, solver=solver, placement=placement, batch_size=batch_size,
+            desc="log-likelihood",
+        )  # fmt: skip
+        return values - self.registration.log_scale
 
     @scoring_method
     def category_log_likelihoods(
@@ -363,6 +375,7 @@ class RatioFlow:
         given: Condition | None = None,
         categories: Sequence[str] | None = None,
         solver: Solver,
+        placement: ScoringDevices,
         batch_size: int | None = None,
     ) -> pd.DataFrame:
         """``log p(x | key = k, given)`` for every category ``k``, from a single trajectory.
@@ -399,17 +412,12 @@ class RatioFlow:
         if batch_size is None:
             batch_size = max(8, 512 // (len(categories) + 1))
         x = self.representation(data)
-        base = self.encode(given, len(x))
-        per_category = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
-
-        def score(xb, rows, keys):
-            ratios, base_ll = ode.category_log_ratios(
-                self.network, xb, [self._rows(c, rows) for c in per_category], self._rows(base, rows),
-                solver=solver, index=keys,
-            )  # fmt: skip
-            return ratios + base_ll[:, None]
-
-        values = self._stream(x, score, solver=solver, batch_size=batch_size, desc=f"log-likelihoods ({key})")
+        codes = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
+        codes.append(self.encode(given, len(x)))  # the base, whose field the trajectory follows
+        values = self._stream(
+            x, _category_log_likelihoods, codes, solver=solver, placement=placement, batch_size=batch_size,
+            desc=f"log-likelihoods ({key})", width=len(categories),
+        )  # fmt: skip
         index = (
             data.obs_names if isinstance(data, AnnData) else (self.adata.obs_names if data is None else None)
         )
@@ -487,7 +495,9 @@ class RatioFlow:
         noise = torch.randn(n, self.n_dims, generator=torch.Generator().manual_seed(random_state))
         out = []
         for start in range(0, n, batch_size):
-            codes_b = self._rows(codes, slice(start, start + batch_size))
+            codes_b = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size])).to(
+                self.device
+            )
             out.append(
                 ode.sample(
                     self.network, codes_b, noise[start : start + batch_size].to(self.device), solver=solver
@@ -584,3 +594,24 @@ class RatioFlow:
         """Use ``adata`` as the default data, read once through the registration (and checked against it)."""
         self._cells = self.registration.cells(adata)
         self.adata = adata
+
+
+# ---------------------------------------------------------------- one block of each scoring method
+# Module-level functions, so that the processes of a spawning strategy can unpickle them.
+def _log_ratio(network, x, codes, keys, *, estimator: str, solver: Solver) -> torch.Tensor:
+    numerator, denominator, base = codes
+    return ode.log_ratio(
+        network, x, numerator, denominator, estimator=estimator, base=base, solver=solver, index=keys
+    )
+
+
+def _log_likelihood(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
+    return ode.log_likelihood(network, x, codes[0], solver=solver, index=keys)
+
+
+def _category_log_likelihoods(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
+    *per_category, base = codes
+    ratios, base_log_likelihood = ode.category_log_ratios(
+        network, x, per_category, base, solver=solver, index=keys
+    )
+    return ratios + base_log_likelihood[:, None]

@@ -1,10 +1,11 @@
-"""The flow core: paths, network, training and log-ratio ODEs. Tensors only, no AnnData."""
+"""The flow core: paths, network, training, log-ratio ODEs and scoring on devices. Tensors only, no AnnData."""
 
 from . import ode
 from .analytic import GaussianConditionalField
 from .network import ConditionalFlowNet
 from .ode import ESTIMATORS, Solver, category_log_ratios, evaluate, log_likelihood, log_ratio, sample
 from .paths import GaussianPath
+from .prediction import RowBlocks, ScoringDevices, score_rows
 from .training import TrainingOptions, TrainingRecord
 
 

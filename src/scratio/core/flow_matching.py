@@ -1,7 +1,8 @@
-"""The Lightning pieces of training: whole-batch sampling, the flow-matching module, weight averaging."""
+"""The Lightning pieces: whole-batch sampling, the flow-matching module, weight averaging, block prediction."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import lightning as L
@@ -10,10 +11,13 @@ from lightning.pytorch.callbacks import ProgressBar
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 
-from scratio._settings import progress_bar
+from scratio._settings import progress_bar, settings
 
 from .network import ConditionalFlowNet
 from .paths import GaussianPath
+
+#: Output elements summed across processes at a time (moved to the device for the sum).
+REDUCE_CHUNK = 1 << 22
 
 if TYPE_CHECKING:
     from .training import TrainingOptions
@@ -272,3 +276,83 @@ class StepProgressBar(ProgressBar):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+class BlockPrediction(L.LightningModule):
+    """Scores this process's share of the row blocks and sums the shares into ``output`` in row order.
+
+    Each process fills its rows of a zero array of the output's size; after the loop the arrays
+    are summed across processes (each row is non-zero in one of them only, so the sum is exact)
+    and copied into ``output``, which a spawning strategy shares with the calling process.
+
+    Parameters
+    ----------
+    network
+        The network, moved to each process's device by Lightning.
+    score
+        ``score(network, start, stop, device)``: the values of rows ``start:stop``
+        (:data:`~scratio.core.prediction.BlockScorer`).
+    output
+        The ``(n_rows, ...)`` result, written by every process.
+    block_size
+        Rows per block.
+    desc
+        Label of the progress bar (drawn by the first process over its share).
+    """
+
+    def __init__(
+        self, network: ConditionalFlowNet, score, output: torch.Tensor, *, block_size: int, desc: str
+    ):
+        super().__init__()
+        self.network, self.score, self.output = network, score, output
+        self.block_size, self.desc = block_size, desc
+        self.show_bar = settings.progress_bar  # the caller's setting, for processes it starts
+        self._part: torch.Tensor | None = None
+        self._bar = None
+
+    def __setstate__(self, state) -> None:
+        """Unpickled in a process that a spawning strategy started: as quiet as the calling process."""
+        from .training import LIGHTNING_BANNERS, ignore_lightning_warnings
+
+        super().__setstate__(state)
+        settings.verbosity = 2 if self.show_bar else 0
+        ignore_lightning_warnings()
+        for name in LIGHTNING_BANNERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    def predict_dataloader(self):  # noqa: D102
+        from .prediction import RowBlocks
+
+        blocks = RowBlocks(
+            len(self.output), self.block_size, rank=self.global_rank, world_size=self.trainer.world_size
+        )
+        return torch.utils.data.DataLoader(blocks, batch_size=None, shuffle=False)
+
+    def on_predict_start(self) -> None:  # noqa: D102
+        self._part = torch.zeros_like(self.output)
+        if self.global_rank == 0 and self.show_bar:
+            share = self.trainer.predict_dataloaders.dataset.n_cells
+            world = self.trainer.world_size
+            self._bar = progress_bar(
+                total=share,
+                desc=f"{self.desc}, 1 of {world} processes" if world > 1 else self.desc,
+                unit="cell",
+            )
+
+    def predict_step(self, batch, batch_idx):  # noqa: D102
+        start, stop = (int(b) for b in batch)
+        if stop > start:
+            self._part[start:stop] = self.score(self.network, start, stop, self.device).cpu()
+            if self._bar is not None:
+                self._bar.update(stop - start)
+
+    def on_predict_epoch_end(self) -> None:  # noqa: D102
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        part, strategy = self._part.view(-1), self.trainer.strategy
+        output = self.output.view(-1)
+        for start in range(0, len(part), REDUCE_CHUNK):
+            chunk = part[start : start + REDUCE_CHUNK].to(self.device)
+            output[start : start + REDUCE_CHUNK] = strategy.reduce(chunk, reduce_op="sum").cpu()
+        self._part = None

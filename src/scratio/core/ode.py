@@ -139,7 +139,7 @@ def evaluate(
     """
     n, repeats = len(x), len(codes)
     x_all, codes_all = x.repeat(repeats, 1), torch.cat(codes)
-    probes_all = probes.to(x.dtype).repeat(1, repeats, 1)
+    probes_all = probes.to(device=x.device, dtype=x.dtype).repeat(1, repeats, 1)  # probes are made on the CPU
     if hasattr(field, "forward_with_tangents"):
         velocity, score, d_velocity = field.forward_with_tangents(x_all, t, codes_all, probes_all)
     else:

@@ -224,10 +224,7 @@ def train_flow(
     else:
         trainer_kwargs.setdefault("limit_val_batches", 0)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
-    with warnings.catch_warnings(), _lightning_says_only_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
-        warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
+    with quiet_lightning():
         trainer = quiet_trainer(
             max_steps=n_steps,
             accelerator=options.accelerator,
@@ -318,15 +315,38 @@ def _interruptible(trainer):
             signal.signal(signal.SIGINT, handler)
 
 
+#: Lightning's loggers of banner lines (devices, ranks, the distributed set-up).
+LIGHTNING_BANNERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+    "lightning.fabric",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's banner lines held back and its warnings about single-process loaders dropped, for one run."""
+    with warnings.catch_warnings(), _lightning_says_only_warnings():
+        ignore_lightning_warnings()
+        yield
+
+
+def ignore_lightning_warnings() -> None:
+    """Drop Lightning's warnings about single-process loaders and our hooks' return values.
+
+    Inside :func:`quiet_lightning`, or in a process that Lightning started (which does not inherit
+    the filters of the calling process).
+    """
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*predict_dataloader.*|.*val_dataloader.*")
+    warnings.filterwarnings("ignore", ".*predict returned None.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")  # Lightning vs torch 2.13
+
+
 @contextlib.contextmanager
 def _lightning_says_only_warnings():
     """Hold Lightning's banner lines (devices, ranks) back during one run, then restore its loggers."""
-    names = (
-        "lightning.pytorch.utilities.rank_zero",
-        "lightning.pytorch.accelerators.cuda",
-        "lightning.fabric",
-    )
-    loggers = [logging.getLogger(name) for name in names]
+    loggers = [logging.getLogger(name) for name in LIGHTNING_BANNERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))

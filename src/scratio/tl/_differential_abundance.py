@@ -66,7 +66,8 @@ def differential_abundance(
     batch_key
         Column of ``adata.obs`` with the batch of each sample (with ``sample_key``): the test
         only exchanges samples within a batch, so that batch differences are not taken for
-        differential abundance. Each sample must lie in one batch.
+        differential abundance. Each sample must lie in one batch. For paired designs (a
+        control and a treated sample per donor), pass the donor column.
     n_permutations
         Most sample assignments the test evaluates (every assignment when there are fewer,
         e.g. 20 with 3 samples per condition; else a random subset). Scoring is not repeated.
@@ -197,7 +198,7 @@ def differential_abundance(
             )
             fdr_column, significant_column = test_columns[t]
             calls[fdr_column] = fdr.astype(np.float32)
-            calls[significant_column] = fdr < alpha
+            calls[significant_column] = calls[fdr_column] < alpha  # the written q-values decide
             test["n_permutations"][t] = n_assignments
             test["exhaustive"][t] = n_assignments == design.n_assignments
             test["columns"][t] = [fdr_column, significant_column]

@@ -21,6 +21,11 @@ solver_steps
     Steps of a fixed-step solver from the cell (``t = 1``) to noise (``t = 0``).
 divergence
     ``"exact"`` (Jacobian trace; fine up to ~64 dimensions) or ``"hutchinson"``.
+accelerator, devices, strategy, num_nodes
+    Where the cells are scored: by default in this process, on the model's device. Otherwise
+    through Lightning's prediction loop, e.g. ``devices=4, strategy="ddp"``: every device scores
+    a share of the cells, with the same numbers (see :class:`~scratio.core.ScoringDevices`).
+    Training takes its own devices in ``train_kwargs``.
 min_cells
     Fewest cells a category of a condition key may have.
 train_kwargs

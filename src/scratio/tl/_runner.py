@@ -28,6 +28,7 @@ from scratio._scoring import make_solver
 from scratio._settings import logger
 from scratio._validation import check_categories, check_required, get_categorical
 from scratio._version import __version__
+from scratio.core.prediction import ScoringDevices
 from scratio.core.training import TrainingOptions
 from scratio.model import NETWORK_OPTIONS, RatioFlow
 
@@ -46,7 +47,10 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
             "pass training options (lr, p_drop, accelerator, ...) in `train_kwargs`."
         )
     scoring = options.scoring
+    for name in ScoringDevices.names():
+        del scoring[name]
     make_solver(scoring.pop("solver"), scoring.pop("random_state"), scoring)
+    options.placement.check()  # e.g. no GPU: said now, not after training
     try:
         TrainingOptions.from_kwargs(
             n_steps=options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {})
@@ -71,12 +75,21 @@ class ToolOptions:
     solver: str = "rk4"
     solver_steps: int = 2
     divergence: str = "exact"
+    accelerator: str | None = ScoringDevices.accelerator
+    devices: int | str | Sequence[int] = ScoringDevices.devices
+    strategy: Any = ScoringDevices.strategy
+    num_nodes: int = ScoringDevices.num_nodes
     min_cells: int = 10
     train_kwargs: Mapping[str, Any] | None = None
     copy: bool = False
     overwrite: bool = False
     random_state: int = 0
     model_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def placement(self) -> ScoringDevices:
+        """Where the cells are scored."""
+        return ScoringDevices(**{name: getattr(self, name) for name in ScoringDevices.names()})
 
     @property
     def scoring(self) -> dict[str, Any]:
@@ -86,6 +99,7 @@ class ToolOptions:
             "solver_steps": self.solver_steps,
             "divergence": self.divergence,
             "random_state": self.random_state,
+            **self.placement.keywords(),
         }
 
 
@@ -295,10 +309,11 @@ class ToolRun:
         ``ratios`` says what each column holds (``"log p(x | treated) / p(x | control)"``), for
         the plots' titles. ``scored`` marks the cells the tool scored (default: all; the others
         hold NaN); a scored cell without a finite score is an error, and nothing is written.
-        ``other`` per-cell columns (q-values, calls) are written as they are. ``params`` (the
-        tool's keys and categories) is completed with the model's record (representation,
-        schedule, network, training, final loss), the scoring options, the written ``columns``
-        and ``other_columns`` and the package version; no entry is written twice.
+        ``other`` per-cell columns (a test's q-values and calls) are written as they are.
+        ``params`` (the tool's keys and categories) is completed with the model's record
+        (representation, schedule, network, training, final loss), the scoring options (with
+        where the cells were scored), the written ``columns`` and ``other_columns`` and the
+        package version; no entry is written twice.
         """
         results = {column: np.asarray(values, dtype=np.float32) for column, values in results.items()}
         for column, values in results.items():
@@ -323,7 +338,9 @@ class ToolRun:
                 Params.OUTSIDE: self._outside_record(outside),
             }
             adata.uns[self.key_added] = {Uns.PARAMS: params, **tables}
-        added_other = f"    {', '.join(map(repr, other))}, per-cell (adata.obs)\n" if other else ""
+        added_other = (
+            f"    {', '.join(map(repr, other))}, per-cell q-values and calls (adata.obs)\n" if other else ""
+        )
         logger.info(
             f"{self.tool.name}: added\n    {', '.join(map(repr, results))}, per-cell log-ratios (adata.obs)\n"
             f"{added_other}"
@@ -340,7 +357,8 @@ class ToolRun:
             return None
         outside = np.zeros(len(scored), dtype=bool)
         if scored.any():
-            outside[scored] = self.model.outside_training_data(self.x[scored])
+            cells = self.x if scored.all() else self.x[scored]  # no copy of every cell
+            outside[scored] = self.model.outside_training_data(cells, **self.options.placement.keywords())
         if outside.any():
             warnings.warn(
                 f"{int(outside.sum())} of {int(scored.sum())} scored cells lie outside the training data (their "
@@ -365,7 +383,7 @@ class ToolRun:
     ) -> dict[str, Any]:
         record = self.model.record
         top = ("n_steps", "batch_size", "final_loss")
-        scoring = self.options.scoring
+        scoring = {**self.options.scoring, **self.options.placement.record(self.model.device)}
         return {
             Params.TOOL: self.tool.name,
             **params,
