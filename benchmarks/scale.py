@@ -9,26 +9,30 @@
 3. Many conditions: one key with 32 categories; time to get K = 2, 8, 32 conditional
    log-likelihoods from one trajectory against K pairwise S1 runs (each category against the
    unconditional density), and how well the two agree.
-4. Processes: the scoring model of part 1 scores the same cells in one process (one thread,
-   then two) and in two processes (``devices=2, strategy="ddp_spawn"``, one thread each), which
-   gives the speed-up of two processes on this machine; the scores must be identical. Then the
-   memory of each process with two processes, the cells in memory (copied once into shared
-   memory for the spawned processes) or memory-mapped from an ``.npy`` file, against the same
-   call on 1,000 cells (imports and start-up). Wall and CPU seconds are recorded: CPU seconds do
-   not depend on what else runs on the machine.
+4. Process speed: the scoring model of part 1 scores the same cells in one process (one
+   thread, then two) and in two processes (``devices=2, strategy="ddp_spawn"``, one thread
+   each), which gives the speed-up of two processes on this machine; the scores must be
+   identical. Wall and CPU seconds are recorded: CPU seconds do not depend on what else runs on
+   the machine.
+5. Process memory: the peak memory of the calling process and of each started process (its
+   ``VmHWM``, read every 0.2 s) with two processes, the cells in memory (copied once into shared
+   memory for the started processes) or memory-mapped from an ``.npy`` file, against the same
+   call on 1,000 cells (imports and start-up).
 
     python benchmarks/scale.py          # exact scoring up to 10^5 cells, fast up to 10^6
     python benchmarks/scale.py --full   # exact scoring at 10^6 cells too (hours on 2 CPU cores)
-    python benchmarks/scale.py --parts processes --out benchmarks/results/scale_processes.json
+    python benchmarks/scale.py --parts process_speed process_memory --out benchmarks/results/scale_processes.json
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -41,7 +45,7 @@ from anndata import AnnData
 import scratio as sr
 
 D = 30
-PARTS = ("scoring", "training", "many_conditions", "processes")
+PARTS = ("scoring", "training", "many_conditions", "process_speed", "process_memory")
 MODES = {"exact": {"divergence": "exact"}, "fast": {"divergence": "hutchinson"}}
 
 
@@ -53,6 +57,38 @@ def memory_mib() -> dict[str, float]:
 
 def reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # sets VmHWM to the current VmRSS
+
+
+class StartedProcessPeaks(threading.Thread):
+    """Polls the peak resident memory (``VmHWM``) of the processes a spawning strategy started (Linux).
+
+    ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` would also count a process forked from this one,
+    which starts with this one's whole resident set.
+    """
+
+    def __init__(self, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.every, self.peaks, self.running = every, {}, True
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        while self.running:
+            for status in Path("/proc").glob("[0-9]*/status"):
+                with contextlib.suppress(OSError, KeyError, ValueError):
+                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+                    started = (
+                        b"spawn_main" in (status.parent / "cmdline").read_bytes()
+                    )  # not a fork being exec'd
+                    if fields["PPid"].strip() == me and started and "VmHWM" in fields:
+                        peak = int(fields["VmHWM"].split()[0]) / 1024
+                        self.peaks[status.parent.name] = max(peak, self.peaks.get(status.parent.name, 0))
+            time.sleep(self.every)
+
+    def stop(self) -> list[float]:
+        """The peaks (MiB) of the started scoring processes."""
+        self.running = False
+        self.join()
+        return sorted(round(peak, 1) for peak in self.peaks.values())
 
 
 def cpu_seconds(who: int) -> float:
@@ -84,11 +120,14 @@ def score_worker(model_dir: str, n_cells: int, mode: str, run: dict | None = Non
         reset_peak()
         before = memory_mib()["VmRSS"]
         cpu = cpu_seconds(resource.RUSAGE_SELF)
+        started = StartedProcessPeaks()
+        started.start()
         start = time.perf_counter()
         ratios = model.log_ratio(cells, numerator={"condition": "shifted"}, denominator={"condition": "reference"},
                                  solver_steps=2, **MODES[mode], **run)  # fmt: skip
         seconds = time.perf_counter() - start
         peak = memory_mib()["VmHWM"]
+        started_peaks = started.stop()
     if save:
         np.save(save, ratios)
     return {
@@ -97,9 +136,7 @@ def score_worker(model_dir: str, n_cells: int, mode: str, run: dict | None = Non
         "cpu_seconds": round(cpu_seconds(resource.RUSAGE_SELF) - cpu, 2),
         "cpu_seconds_started_processes": round(cpu_seconds(resource.RUSAGE_CHILDREN), 2),
         "rss_before_scoring_mib": round(before, 1), "peak_rss_while_scoring_mib": round(peak, 1),
-        "growth_mib": round(peak - before, 1),
-        # ru_maxrss: the largest peak of any process this one started and waited for (KiB on Linux)
-        "peak_rss_started_process_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        "growth_mib": round(peak - before, 1), "peak_rss_started_processes_mib": started_peaks,
         "output_mib": round(ratios.nbytes / 2**20, 2), "input_mib": round(input_mib, 1),
         "finite": bool(np.isfinite(ratios).all()), "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -123,9 +160,12 @@ def scoring(model_dir: str, sizes: dict[str, list[int]]) -> list[dict]:
     return runs
 
 
-def processes(model_dir: str, n_speed: int, n_memory: int) -> dict:
-    """Two processes against one: speed (exact scoring, same numbers) and memory per process."""
-    two = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
+TWO_PROCESSES = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
+
+
+def process_speed(model_dir: str, n_speed: int) -> dict:
+    """Two processes against one: exact scoring, the same numbers."""
+    two = TWO_PROCESSES
     speed = []
     with tempfile.TemporaryDirectory() as folder:
         for name, run, threads in [
@@ -146,12 +186,17 @@ def processes(model_dir: str, n_speed: int, n_memory: int) -> dict:
     for row in speed:
         row["speed_up"] = round(speed[0]["seconds"] / row["seconds"], 2)
     identical = all(np.array_equal(scores[0], other) for other in scores[1:])
+    return {"runs": speed, "identical_scores": identical}
+
+
+def process_memory(model_dir: str, n_memory: int) -> list[dict]:
+    """Peak memory per process with two processes, the cells in memory or memory-mapped."""
     memory = []
     for n in (1000, n_memory):
         for source in ("memory", "memmap"):
-            memory.append(worker(model_dir, n, "fast", {**two, "input": source}, 1))
-            print(f"  processes {memory[-1]}", flush=True)
-    return {"speed": speed, "identical_scores": identical, "memory": memory}
+            memory.append(worker(model_dir, n, "fast", {**TWO_PROCESSES, "input": source}, 1))
+            print(f"  process memory {memory[-1]}", flush=True)
+    return memory
 
 
 def training_throughput(adata: AnnData, batch_sizes: list[int]) -> list[dict]:
@@ -222,8 +267,8 @@ def main():
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 8, 32])
     parser.add_argument("--many-cells", type=int, default=500)
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--speed-cells", type=int, default=20_000, help="exact scoring, part 4")
-    parser.add_argument("--memory-cells", type=int, default=10**6, help="fast scoring, part 4")
+    parser.add_argument("--speed-cells", type=int, default=20_000, help="exact scoring, process_speed")
+    parser.add_argument("--memory-cells", type=int, default=10**6, help="fast scoring, process_memory")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scale.json"))
     args = parser.parse_args()
@@ -239,7 +284,7 @@ def main():
     results["setting"] |= machine()
     out.parent.mkdir(parents=True, exist_ok=True)
     model_dir = tempfile.TemporaryDirectory()
-    if {"scoring", "processes"} & set(args.parts):
+    if {"scoring", "process_speed", "process_memory"} & set(args.parts):
         model = sr.RatioFlow(adata, condition_keys="condition", width=256, random_state=0)
         model.train(args.steps, batch_size=1024)
         model.save(model_dir.name, overwrite=True)
@@ -247,8 +292,10 @@ def main():
         results["setting"][part] = vars(args)
         if part == "scoring":
             results[part] = scoring(model_dir.name, {"fast": args.fast_sizes, "exact": args.exact_sizes})
-        elif part == "processes":
-            results[part] = processes(model_dir.name, args.speed_cells, args.memory_cells)
+        elif part == "process_speed":
+            results[part] = process_speed(model_dir.name, args.speed_cells)
+        elif part == "process_memory":
+            results[part] = process_memory(model_dir.name, args.memory_cells)
         elif part == "training":
             results[part] = training_throughput(adata, args.batch_sizes)
         else:
