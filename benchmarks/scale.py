@@ -163,30 +163,40 @@ def scoring(model_dir: str, sizes: dict[str, list[int]]) -> list[dict]:
 TWO_PROCESSES = {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"}
 
 
-def process_speed(model_dir: str, n_speed: int) -> dict:
-    """Two processes against one: exact scoring, the same numbers."""
-    two = TWO_PROCESSES
-    speed = []
+def process_speed(model_dir: str, n_speed: int, rounds: int = 1) -> dict:
+    """Two processes against one: exact scoring, the same numbers; ``rounds`` alternating rounds, medians."""
+    settings = [
+        ("one process, 1 thread", {}, 1),
+        ("one process, 2 threads", {}, 2),
+        ("two processes (ddp_spawn), 1 thread each", TWO_PROCESSES, 1),
+    ]
+    runs, identical = [], True
     with tempfile.TemporaryDirectory() as folder:
-        for name, run, threads in [
-            ("one process, 1 thread", {}, 1),
-            ("one process, 2 threads", {}, 2),
-            ("two processes (ddp_spawn), 1 thread each", two, 1),
-        ]:
-            speed.append(
-                {
-                    "setting": name,
-                    **worker(
-                        model_dir, n_speed, "exact", {**run, "save": f"{folder}/{len(speed)}.npy"}, threads
-                    ),
-                }
-            )
-            print(f"  processes {speed[-1]}", flush=True)
-        scores = [np.load(f"{folder}/{i}.npy") for i in range(len(speed))]
-    for row in speed:
-        row["speed_up"] = round(speed[0]["seconds"] / row["seconds"], 2)
-    identical = all(np.array_equal(scores[0], other) for other in scores[1:])
-    return {"runs": speed, "identical_scores": identical}
+        for round_ in range(rounds):  # alternate, so that what else runs on the machine hits all settings
+            scores = []
+            for name, run, threads in settings:
+                save = f"{folder}/{len(scores)}.npy"
+                runs.append(
+                    {
+                        "setting": name,
+                        "round": round_,
+                        **worker(model_dir, n_speed, "exact", {**run, "save": save}, threads),
+                    }
+                )
+                scores.append(np.load(save))
+                print(f"  process speed {runs[-1]}", flush=True)
+            identical &= all(np.array_equal(scores[0], other) for other in scores[1:])
+    for row in runs:
+        first = next(r for r in runs if r["round"] == row["round"])
+        row["speed_up"] = round(first["seconds"] / row["seconds"], 2)
+    median = {
+        name: {
+            "seconds": float(np.median([r["seconds"] for r in runs if r["setting"] == name])),
+            "speed_up": float(np.median([r["speed_up"] for r in runs if r["setting"] == name])),
+        }
+        for name, _, _ in settings
+    }
+    return {"runs": runs, "median": median, "identical_scores": bool(identical)}
 
 
 def process_memory(model_dir: str, n_memory: int) -> list[dict]:
@@ -268,6 +278,7 @@ def main():
     parser.add_argument("--many-cells", type=int, default=500)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--speed-cells", type=int, default=20_000, help="exact scoring, process_speed")
+    parser.add_argument("--speed-rounds", type=int, default=1, help="alternating rounds, process_speed")
     parser.add_argument("--memory-cells", type=int, default=10**6, help="fast scoring, process_memory")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "scale.json"))
@@ -293,7 +304,7 @@ def main():
         if part == "scoring":
             results[part] = scoring(model_dir.name, {"fast": args.fast_sizes, "exact": args.exact_sizes})
         elif part == "process_speed":
-            results[part] = process_speed(model_dir.name, args.speed_cells)
+            results[part] = process_speed(model_dir.name, args.speed_cells, args.speed_rounds)
         elif part == "process_memory":
             results[part] = process_memory(model_dir.name, args.memory_cells)
         elif part == "training":
