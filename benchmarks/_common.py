@@ -114,3 +114,87 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
     estimate = model.log_ratio(data, numerator=numerator, denominator=denominator, estimator=method,
                                solver_steps=setting["solver_steps"], divergence=setting["divergence"])  # fmt: skip
     return estimate, time.perf_counter() - start
+
+
+# ------------------------------------------------------------------ baselines (benchmark env only)
+@contextlib.contextmanager
+def keep_torch_threads():
+    """Restore torch's thread count on exit: after ``sc.pp.neighbors`` (scanpy 1.11.5, in the
+    benchmark env) torch runs one thread per CPU, whatever ``OMP_NUM_THREADS`` and
+    ``torch.set_num_threads`` said, so every later scratio run would use them all."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def meld_likelihoods(x, sample_labels, groups: dict, *, beta: float, knn: int, seed: int):
+    """MELD's per-cell likelihood of each group of samples (a DataFrame, one column per group).
+
+    One density per sample (``sample_labels``; each sample's indicator normalised by its cell
+    count), averaged over the samples of each group (``{group: [sample, ...]}``), then normalised
+    per cell (``meld.utils.normalize_densities``), as in Milo's benchmark (``run_meld.py``).
+    With one sample per group this is MELD's plain two-label likelihood.
+    """
+    import meld
+    import pandas as pd
+    from meld.utils import normalize_densities
+
+    operator = meld.MELD(beta=beta, knn=knn, random_state=seed, n_jobs=1, verbose=0)
+    with keep_torch_threads():
+        densities = operator.fit_transform(x, sample_labels=sample_labels)
+    mean = pd.DataFrame({g: densities[list(s)].mean(axis=1) for g, s in groups.items()})
+    return normalize_densities(mean)
+
+
+def milo_neighbourhoods(x, obs, *, sample_key: str, design: str, n_neighbors: int, prop: float,
+                        seed: int, solver: str = "pydeseq2"):  # fmt: skip
+    """Milo through pertpy on the embedding ``x``: ``(membership, nhoods)``.
+
+    ``membership`` is the cells x neighbourhoods 0/1 matrix (CSR) and ``nhoods`` pertpy's
+    neighbourhood table (``logFC``: log2 fold change of the design's last coefficient,
+    ``SpatialFDR``, ...). ``obs`` holds the design's columns and ``sample_key``. The kNN graph is
+    ``sc.pp.neighbors(n_neighbors)`` on ``x``; pydeseq2 runs in one process.
+    """
+    import contextlib
+    import io
+
+    import pertpy as pt
+    import pydeseq2.default_inference
+    import scanpy as sc
+    import scipy.sparse as sp
+    from anndata import AnnData
+
+    # pertpy does not pass n_cpus to pydeseq2, which would start one process per CPU.
+    pydeseq2.default_inference.utils.get_num_processes = lambda n_cpus=None: 1
+    data = AnnData(obs=obs.copy(), obsm={"X_pca": x})
+    with keep_torch_threads():
+        sc.pp.neighbors(data, use_rep="X_pca", n_neighbors=n_neighbors, random_state=seed)
+    milo = pt.tl.Milo()
+    mdata = milo.load(data)
+    # pydeseq2 reports every fitting step; keep the benchmark log to one line per run.
+    with (
+        keep_torch_threads(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        milo.make_nhoods(mdata["rna"], prop=prop, seed=seed)
+        mdata = milo.count_nhoods(mdata, sample_col=sample_key)
+        milo.da_nhoods(mdata, design=design, solver=solver)
+    return sp.csr_matrix(mdata["rna"].obsm["nhoods"]), mdata["milo"].var.copy()
+
+
+def milo_cell_mean(membership, values):
+    """Per cell, the mean of ``values`` over the neighbourhoods that contain it and hold a finite
+    value, and the number of those neighbourhoods (0 for cells in none; their mean is 0)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    kept = membership[:, finite].astype(np.float64)
+    count = np.asarray(kept.sum(axis=1)).ravel()
+    total = kept @ values[finite]
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0), count

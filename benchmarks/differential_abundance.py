@@ -28,8 +28,6 @@ Torch uses ``OMP_NUM_THREADS`` threads (1 if unset), and pydeseq2 one process.
 """
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import time
@@ -41,7 +39,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from _common import add_preset_modes, machine, preset_setting
+from _common import (
+    add_preset_modes,
+    machine,
+    meld_likelihoods,
+    milo_cell_mean,
+    milo_neighbourhoods,
+    preset_setting,
+)
 from anndata import AnnData
 from scipy.stats import spearmanr
 
@@ -92,11 +97,11 @@ def pbmc68k_base() -> AnnData:
     return adata
 
 
-def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0) -> AnnData:
-    """``n_cells`` cells from one Gaussian per Leiden cluster fitted to pbmc68k's 50-PC ``X_pca``."""
+def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0, key: str = "leiden") -> AnnData:
+    """``n_cells`` cells from one Gaussian per cluster of ``obs[key]`` fitted to pbmc68k's 50-PC ``X_pca``."""
     rng = np.random.default_rng(random_state)
     x = pbmc.obsm["X_pca"].astype(np.float64)
-    clusters = pbmc.obs["leiden"]
+    clusters = pbmc.obs[key]
     names = list(clusters.cat.categories)
     proportions = clusters.value_counts(normalize=True)[names].to_numpy()
     sizes = rng.multinomial(n_cells, proportions)
@@ -109,7 +114,7 @@ def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0) -> AnnData
         labels += [name] * size
     order = rng.permutation(n_cells)
     obs = pd.DataFrame(
-        {"leiden": pd.Categorical(np.asarray(labels)[order], categories=names)},
+        {key: pd.Categorical(np.asarray(labels)[order], categories=names)},
         index=[f"cell{i}" for i in range(n_cells)],
     )
     return AnnData(obs=obs, obsm={"X_pca": np.vstack(blocks)[order].astype(np.float32)})
@@ -131,17 +136,14 @@ def run_scratio(adata, setting, seed):
 
 def run_meld(adata, setting, seed):
     """log(p_treated / p_control) of MELD's per-cell sample likelihoods (normalised densities)."""
-    import meld
-    from meld.utils import normalize_densities
-
     options = METHOD_SETTINGS["meld"]
     x = adata.obsm["X_pca"][:, : setting["n_pcs"]]
     labels = adata.obs["condition"].astype(str).to_numpy()
-    operator = meld.MELD(beta=options["beta"], knn=options["knn"], random_state=seed, n_jobs=1, verbose=0)
-    densities = operator.fit_transform(x, sample_labels=labels)
     # sample_normalize=True (the default) divides each label's indicator by its cell count, so
     # the two densities are per-condition densities and their ratio a density ratio.
-    likelihood = normalize_densities(densities)["treated"].to_numpy()
+    likelihoods = meld_likelihoods(x, labels, {c: [c] for c in ("control", "treated")},
+                                   beta=options["beta"], knn=options["knn"], seed=seed)  # fmt: skip
+    likelihood = likelihoods["treated"].to_numpy()
     # The Chebyshev filter can give densities at or below 0: clip before the log.
     clip = options["likelihood_clip"]
     p_treated = np.clip(likelihood, clip, 1 - clip)
@@ -171,43 +173,22 @@ def run_mrvi(adata, setting, seed):
 
 def run_milo(adata, setting, seed):
     """Mean Milo log2 fold change (pydeseq2) of the neighbourhoods containing each cell."""
-    import pertpy as pt
-    import pydeseq2.default_inference
-    import scanpy as sc
-
-    # pertpy does not pass n_cpus to pydeseq2, which would start one process per CPU.
-    pydeseq2.default_inference.utils.get_num_processes = lambda n_cpus=None: 1
     options = METHOD_SETTINGS["milo"]
     rng = np.random.default_rng(seed)
-    data = AnnData(
-        obs=adata.obs[["condition"]].copy(), obsm={"X_pca": adata.obsm["X_pca"][:, : setting["n_pcs"]]}
-    )
+    obs = adata.obs[["condition"]].copy()
     # Milo tests counts across replicate samples: split each label into pseudo-replicates.
-    replicate = rng.integers(options["replicates_per_label"], size=data.n_obs)
-    data.obs["sample"] = data.obs["condition"].astype(str) + "_" + replicate.astype(str)
-    sc.pp.neighbors(data, use_rep="X_pca", n_neighbors=options["n_neighbors"], random_state=seed)
-    prop = options["prop_small"] if data.n_obs < 10_000 else options["prop_large"]
-    milo = pt.tl.Milo()
-    mdata = milo.load(data)
-    # pydeseq2 reports every fitting step; keep the benchmark log to one line per run.
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        contextlib.redirect_stderr(io.StringIO()),
-        warnings.catch_warnings(),
-    ):
-        warnings.simplefilter("ignore")
-        milo.make_nhoods(mdata["rna"], prop=prop, seed=seed)
-        mdata = milo.count_nhoods(mdata, sample_col="sample")
-        milo.da_nhoods(mdata, design=options["design"], solver=options["solver"])
-    log_fc = mdata["milo"].var["logFC"].to_numpy(np.float64)  # treated vs control, log2
-    tested = np.isfinite(log_fc)
-    membership = sp.csr_matrix(mdata["rna"].obsm["nhoods"])[:, tested].astype(np.float64)
-    n_nhoods = np.asarray(membership.sum(axis=1)).ravel()
-    total = membership @ log_fc[tested]
-    score = np.divide(total, n_nhoods, out=np.zeros_like(total), where=n_nhoods > 0)
+    replicate = rng.integers(options["replicates_per_label"], size=adata.n_obs)
+    obs["sample"] = obs["condition"].astype(str) + "_" + replicate.astype(str)
+    prop = options["prop_small"] if adata.n_obs < 10_000 else options["prop_large"]
+    membership, nhoods = milo_neighbourhoods(
+        adata.obsm["X_pca"][:, : setting["n_pcs"]], obs, sample_key="sample", design=options["design"],
+        n_neighbors=options["n_neighbors"], prop=prop, seed=seed, solver=options["solver"],
+    )  # fmt: skip
+    log_fc = nhoods["logFC"].to_numpy(np.float64)  # treated vs control, log2
+    score, n_nhoods = milo_cell_mean(membership, log_fc)
     info = {
         "n_nhoods": int(log_fc.size),
-        "n_tested": int(tested.sum()),
+        "n_tested": int(np.isfinite(log_fc).sum()),
         "cells_without_nhood": int((n_nhoods == 0).sum()),
     }
     return score, info

@@ -169,6 +169,28 @@ def test_ratio_embedding_nan_underneath_and_vmax(adata):
     assert np.isnan(drawn[:n_control]).all() and not np.isnan(drawn[n_control:]).any()
 
 
+def test_ratio_embedding_greys_cells_that_are_not_significant(adata):
+    significant = np.abs(adata.obs["scratio_da"].to_numpy()) > 1.5
+    adata.obs["scratio_da_significant"] = significant
+    adata.uns["scratio_da"]["test"] = {
+        "alpha": 0.1,
+        "columns": {"treated": ["scratio_da_fdr", "scratio_da_significant"]},
+    }
+    ax = pl.ratio_embedding(adata, mask_obs="scratio_da_significant", show=False)
+    drawn = np.ma.filled(_points(ax).get_array().astype(float), np.nan)
+    n_grey = int((~significant).sum())
+    # grey cells first (underneath), without a colour; then the significant ones, coloured
+    assert np.isnan(drawn[:n_grey]).all() and not np.isnan(drawn[n_grey:]).any()
+    assert ax.get_title().endswith("grey: not significant (FDR ≥ 0.1)")
+    _save(ax.figure, "ratio_embedding_significant")
+    ax = pl.ratio_embedding(adata, mask_obs=~significant, show=False)
+    assert ax.get_title().endswith("grey: cells not in mask_obs")
+    with pytest.raises(KeyError, match=r"'scratio_da_sig'.*not a column.*_significant"):
+        pl.ratio_embedding(adata, mask_obs="scratio_da_sig")
+    with pytest.raises(ValueError, match=r"boolean with one value per cell \(300\)"):
+        pl.ratio_embedding(adata, mask_obs=np.ones(10, dtype=bool))
+
+
 def test_ratio_distributions_ordered_by_median(adata):
     ax = pl.ratio_distributions(adata, show=False)  # groupby "leiden" from the tool's params
     medians = adata.obs.groupby("leiden", observed=True)["scratio_da"].median().sort_values(ascending=False)

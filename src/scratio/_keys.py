@@ -49,6 +49,8 @@ class Uns:
     GROUPBY_SUMMARY = "groupby_summary"
     #: Batch effect: the overall mean ``|log r|``.
     SCORE = "score"
+    #: Differential abundance with replicates: the test over samples and its columns.
+    TEST = "test"
 
 
 class Params:
@@ -60,5 +62,7 @@ class Params:
     #: What each of the columns holds, in their order, for titles and colour bars, e.g.
     #: ``"log p(x | treated) / p(x | control)"``.
     RATIOS = "ratios"
+    #: Other per-cell columns written besides the log-ratios (q-values, calls).
+    OTHER_COLUMNS = "other_columns"
     #: Cells outside the training data: ``{"column", "n_cells", "threshold"}``.
     OUTSIDE = "outside"

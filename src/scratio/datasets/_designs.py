@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+#: The two conditions of the differential-abundance simulations, reference first.
+CONDITIONS = ["control", "treated"]
+
 
 def _unit_vectors(rng: np.random.Generator, n: int, n_dims: int) -> np.ndarray:
     v = rng.normal(size=(n, n_dims))
@@ -240,6 +243,106 @@ def donor_design(
         "responders": [str(v) for v in donors[:n_responders]],
         "control": control,
         "shift": float(shift),
+        "random_state": random_state,
+    }
+    return _anndata(x, obs, simulation)
+
+
+def replicate_design(
+    n_cells: int = 3000,
+    *,
+    n_dims: int = 10,
+    n_states: int = 5,
+    n_samples: int = 3,
+    expanded_state: int | None = 0,
+    fold_change: float = 3.0,
+    concentration: float | None = 50.0,
+    separation: float = 4.0,
+    random_state: int = 0,
+) -> AnnData:
+    """Control and treated replicate samples of cell states, where one state expands when treated.
+
+    Cells of state ``k`` are ``N(mu_k, I)`` with centres ``mu_k`` spread by ``separation``.
+    The states' common proportions are equal; treatment multiplies the weight of
+    ``expanded_state`` by ``fold_change`` (then renormalised, so every other state's share
+    falls). Each sample draws its own proportions around its condition's from a Dirichlet
+    distribution with ``concentration`` (sample-to-sample composition noise, as between
+    donors; ``None`` for none), and its cells from those.
+
+    Parameters
+    ----------
+    n_cells
+        Number of cells, spread evenly over the samples.
+    n_dims
+        Dimension of the embedding.
+    n_states
+        Number of cell states (``"state_0"``, ...).
+    n_samples
+        Samples per condition (``"control_0"``, ..., ``"treated_0"``, ...).
+    expanded_state
+        The state that expands in treated samples; ``None`` for no effect.
+    fold_change
+        Factor on the expanded state's weight before renormalising.
+    concentration
+        Dirichlet concentration of the per-sample proportions (larger: less noise).
+    separation
+        Standard deviation of the state centres.
+    random_state
+        Seed.
+
+    Returns
+    -------
+    AnnData with categorical ``obs["condition"]`` (``"control"``, ``"treated"``),
+    ``obs["sample"]``, ``obs["state"]``; ``obs["true_log_ratio"]``, the exact
+    ``log p(x | treated) / p(x | control)`` of the conditions' expected proportions;
+    ``obs["is_da"]`` (bool: the cell is of the expanded state); and ``uns["simulation"]``
+    (``name``, ``proportions`` per condition, ``sample_proportions``, ``expanded_state``,
+    ``fold_change``, ``concentration``, ``random_state``).
+    """
+    if n_samples < 1:
+        raise ValueError(f"`n_samples` must be at least 1, got {n_samples}.")
+    if expanded_state is not None and not 0 <= expanded_state < n_states:
+        raise ValueError(f"`expanded_state` must lie in [0, {n_states}), got {expanded_state}.")
+    rng = np.random.default_rng(random_state)
+    centers = rng.normal(scale=separation, size=(n_states, n_dims))
+    control = np.full(n_states, 1 / n_states)
+    treated = control.copy()
+    if expanded_state is not None:
+        treated[expanded_state] *= fold_change
+    treated /= treated.sum()
+    proportions = np.array([control, treated])
+    samples, sample_proportions = [], []
+    for condition in range(2):
+        for _ in range(n_samples):
+            p = proportions[condition]
+            sample_proportions.append(
+                p if concentration is None else rng.dirichlet(concentration * n_states * p)
+            )
+            samples.append(condition)
+    sample = rng.permutation(np.arange(n_cells) % len(samples))
+    state = np.empty(n_cells, dtype=np.int64)
+    for s, p in enumerate(sample_proportions):
+        state[sample == s] = rng.choice(n_states, size=int((sample == s).sum()), p=p)
+    x = centers[state] + rng.normal(size=(n_cells, n_dims))
+    condition = np.asarray(samples)[sample]
+    # Exact log-ratio of the two conditions' mixtures (the shared normalising constants cancel).
+    log_kernel = -0.5 * ((x[:, None, :] - centers[None]) ** 2).sum(axis=2)
+    log_p = [np.logaddexp.reduce(log_kernel + np.log(p), axis=1) for p in proportions]
+    names = [f"{c}_{i}" for c in CONDITIONS for i in range(n_samples)]
+    obs = {
+        "condition": _categorical(CONDITIONS, condition),
+        "sample": _categorical(names, sample),
+        "state": _categorical([f"state_{k}" for k in range(n_states)], state),
+        "true_log_ratio": log_p[1] - log_p[0],
+        "is_da": state == expanded_state if expanded_state is not None else np.zeros(n_cells, dtype=bool),
+    }
+    simulation = {
+        "name": "replicate_design",
+        "proportions": dict(zip(CONDITIONS, proportions, strict=True)),
+        "sample_proportions": np.array(sample_proportions),
+        "expanded_state": expanded_state,
+        "fold_change": float(fold_change),
+        "concentration": concentration,
         "random_state": random_state,
     }
     return _anndata(x, obs, simulation)

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from scratio._validation import get_categorical
 
-_CONDITIONS = ["control", "treated"]
+from ._designs import CONDITIONS
 
 
 def semi_synthetic_da(
@@ -95,7 +95,7 @@ def semi_synthetic_da(
 
     adata = adata.copy() if copy else adata
     adata.obs[condition_key] = pd.Categorical(
-        np.where(treated, _CONDITIONS[1], _CONDITIONS[0]), categories=_CONDITIONS
+        np.where(treated, CONDITIONS[1], CONDITIONS[0]), categories=CONDITIONS
     )
     adata.obs["true_log_odds"] = true_log_odds
     adata.obs["is_da"] = np.isin(np.asarray(clusters.astype(str)), da_clusters)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from scratio._keys import DIFFERENTIAL_ABUNDANCE
+from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._validation import get_categorical
 from scratio.pl._docs import doc_plot
 from scratio.pl._utils import (
@@ -43,6 +43,7 @@ def ratio_embedding(
     basis: str = "umap",
     vmax: float | None = None,
     cmap: str = RATIO_CMAP,
+    mask_obs: np.ndarray | str | None = None,
     ax: Axes | None = None,
     show: bool | None = None,
     return_fig: bool = False,
@@ -79,6 +80,11 @@ def ratio_embedding(
         wash out the scale.
     cmap
         Diverging colormap.
+    mask_obs
+        Cells to colour, as scanpy's ``mask_obs``: a boolean array, or a boolean column of
+        ``adata.obs`` such as ``"scratio_da_significant"`` (written by
+        :func:`scratio.tl.differential_abundance` with ``sample_key``) to colour only the cells
+        called significant. The others are drawn underneath in grey, and the title says so.
     {plot_options}
     **kwargs
         Passed to :func:`scanpy.pl.embedding`, e.g. ``size`` (one value, or one per cell in the
@@ -101,11 +107,17 @@ def ratio_embedding(
 
     values = get_ratio(adata, key)
     limit = symmetric_limit(values, vmax, 99)
-    # Unscored cells first, then by increasing |log r|: scatter draws later points on top.
-    order = np.argsort(np.where(np.isfinite(values), np.abs(values), -np.inf), kind="stable")
+    mask = None if mask_obs is None else _mask(adata, mask_obs)
+    # Unscored and masked cells first, then by increasing |log r|: scatter draws later points on top.
+    shown = np.isfinite(values) if mask is None else np.isfinite(values) & mask
+    order = np.argsort(np.where(shown, np.abs(values), -np.inf), kind="stable")
     ratio = ratio_label(adata, key)
     own_title = "title" in kwargs
-    kwargs.setdefault("title", wrap_ratio(ratio))
+    kwargs.setdefault(
+        "title", wrap_ratio(ratio) + ("" if mask is None else f"\n{_grey_cells(adata, mask_obs)}")
+    )
+    if mask is not None:
+        kwargs["mask_obs"] = mask[order]
     grow = ax is None
     size = kwargs.get("size")
     if size is not None and np.ndim(size) == 1 and len(size) == adata.n_obs:
@@ -130,6 +142,34 @@ def ratio_embedding(
                 colorbar.set_label(wrap_ratio(ratio))
                 fit_labels(ax, along=[(colorbar.ax.yaxis.label, colorbar.ax)], grow=grow)
     return show_or_return(ax, show, return_fig)
+
+
+def _mask(adata: AnnData, mask_obs: np.ndarray | str) -> np.ndarray:
+    """``mask_obs`` as a boolean array over the cells of ``adata``."""
+    if isinstance(mask_obs, str):
+        if mask_obs not in adata.obs.columns:
+            raise KeyError(
+                f"`mask_obs` {mask_obs!r} is not a column of `adata.obs`. Pass a boolean column, e.g. the "
+                "`{key_added}_significant` that `sr.tl.differential_abundance(..., sample_key=...)` writes."
+            )
+        mask_obs = adata.obs[mask_obs].to_numpy()
+    mask = np.asarray(mask_obs)
+    if mask.dtype != bool or mask.shape != (adata.n_obs,):
+        raise ValueError(
+            f"`mask_obs` must be boolean with one value per cell ({adata.n_obs}), got {mask.dtype} {mask.shape}."
+        )
+    return mask
+
+
+def _grey_cells(adata: AnnData, mask_obs: np.ndarray | str) -> str:
+    """The title's line on the grey cells: not significant at the test's level, or not in the mask."""
+    if isinstance(mask_obs, str):
+        for result in adata.uns.values():
+            test = result.get(Uns.TEST) if isinstance(result, dict) else None
+            if isinstance(test, dict) and any(mask_obs in c for c in dict(test.get("columns", {})).values()):
+                return f"grey: not significant (FDR ≥ {test['alpha']:g})"
+        return f"grey: not {mask_obs}"
+    return "grey: cells not in mask_obs"
 
 
 def _cells_in_order(adata: AnnData, key: str, basis: str, order: np.ndarray) -> AnnData:

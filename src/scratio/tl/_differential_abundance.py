@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,8 +12,10 @@ from anndata import AnnData
 from scipy.special import logsumexp
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
+from scratio._settings import logger
 
 from ._runner import ToolOptions, ToolRun, summarise, tool_function
+from ._significance import FDR_METHOD, N_PERMUTATIONS, STATISTIC, SampleDesign, sample_permutation_test
 
 #: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
 DA_S_MIN = 0.4
@@ -26,6 +29,9 @@ def differential_abundance(
     target: str | Sequence[str] | None = None,
     *,
     sample_key: str | None = None,
+    alpha: float = 0.1,
+    batch_key: str | None = None,
+    n_permutations: int = N_PERMUTATIONS,
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
     options: ToolOptions,
@@ -52,7 +58,19 @@ def differential_abundance(
     sample_key
         Column of ``adata.obs`` with replicate samples, each belonging to one condition. The
         model is then trained on samples and each condition's density is the equal-weight
-        mixture of its samples' densities, so that one large sample does not dominate.
+        mixture of its samples' densities, so that one large sample does not dominate. Every
+        cell also gets a q-value from a permutation test over samples (see Notes); the compared
+        conditions need at least two samples each.
+    alpha
+        FDR level at which a cell is called significant (with ``sample_key``).
+    batch_key
+        Column of ``adata.obs`` with the batch of each sample (with ``sample_key``): the test
+        only exchanges samples within a batch, so that batch differences are not taken for
+        differential abundance. Each sample must lie in one batch. For paired designs (a
+        control and a treated sample per donor), pass the donor column.
+    n_permutations
+        Most sample assignments the test evaluates (every assignment when there are fewer,
+        e.g. 20 with 3 samples per condition; else a random subset). Scoring is not repeated.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
     s_min
@@ -81,6 +99,31 @@ def differential_abundance(
     ``adata.uns[key_added]["groupby_summary"]``
         With ``groupby``: long table with columns ``[groupby, "target", "n_cells", "mean",
         "median", "mean_abs"]``.
+    ``adata.obs[f"{{column}}_fdr"]`` and ``adata.obs[f"{{column}}_significant"]``
+        With ``sample_key``, for each log-ratio column: ``float32`` q-values in ``[0, 1]`` and
+        ``bool`` calls (``fdr < alpha``).
+    ``adata.uns[key_added]["test"]``
+        With ``sample_key``: ``statistic``, ``fdr_method``, ``samples`` and ``n_samples`` per
+        condition, ``strata`` (the ``batch_key``), ``n_permutations`` (assignments evaluated per
+        target), ``exhaustive``, ``alpha``, the ``columns`` written and ``n_significant`` per target.
+
+    Notes
+    -----
+    **Significance across replicates.** For each target, a cell's statistic is the difference
+    between its mean log-density under the target's samples and under the reference's,
+    divided by its standard error between samples plus the median standard error (a moderated
+    t, as SAM computes it). The null reassigns which samples are targets (within batches), never
+    cells: cells are not replicates, and a test that permutes them calls differences between
+    samples of one condition. Each assignment reuses the per-sample log-densities already
+    computed, so the test costs no retraining. The false discovery rate is estimated from the
+    permuted statistics of all cells pooled (as SAM does), which stays fine-grained with few
+    samples; with ``n`` assignments no q-value falls below ``1 / n``, so 3 samples per
+    condition (20 assignments) are the fewest that can reach ``alpha = 0.1``.
+
+    A call means that the cell's density differs between conditions more than it does between
+    samples. Densities are relative: when one state expands in the target, every other state's
+    share, and so its density, falls, and the test rightly calls those cells as depleted even
+    though their number per sample did not change.
 
     Examples
     --------
@@ -89,9 +132,15 @@ def differential_abundance(
     """
     targets = None if target is None else [str(t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
     options = dataclasses.replace(options, model_kwargs={"s_min": s_min, **options.model_kwargs})
+    if sample_key is None and batch_key is not None:
+        raise ValueError("`batch_key` sets the strata of the test over samples; pass `sample_key` too.")
+    if not 0 < alpha < 1:
+        raise ValueError(f"`alpha` must lie in (0, 1), got {alpha}.")
+    if n_permutations < 2:
+        raise ValueError(f"`n_permutations` must be at least 2, got {n_permutations}.")
+    keys = [condition_key, *(k for k in (sample_key, batch_key) if k is not None)]
     run = ToolRun.prepare(
-        adata, DIFFERENTIAL_ABUNDANCE, options, keys=[condition_key, *([sample_key] if sample_key else [])],
-        model_keys=[sample_key or condition_key],
+        adata, DIFFERENTIAL_ABUNDANCE, options, keys=keys, model_keys=[sample_key or condition_key],
         required={condition_key: [reference, *(targets or [])]},
     )  # fmt: skip
     reference, conditions = str(reference), run.categories[condition_key]
@@ -101,8 +150,19 @@ def differential_abundance(
     if groupby is not None:
         run.labels(groupby)  # present, without missing values
     columns = {t: options.key_added if len(targets) == 1 else f"{options.key_added}_{t}" for t in targets}
-    run.check_columns(list(columns.values()))
-    groups = _sample_groups(run, condition_key, sample_key, [reference, *targets]) if sample_key else None
+    test_columns = {t: (f"{c}_fdr", f"{c}_significant") for t, c in columns.items()} if sample_key else {}
+    run.check_columns([*columns.values(), *(c for pair in test_columns.values() for c in pair)])
+    groups = designs = None
+    if sample_key:
+        groups = _sample_groups(run, condition_key, sample_key, [reference, *targets])
+        strata = _sample_strata(run, sample_key, batch_key) if batch_key else None
+        designs = {t: SampleDesign(groups[reference], groups[t], strata) for t in targets}
+        _check_replicates(designs, groups, reference, condition_key, sample_key, alpha, n_permutations)
+    else:
+        logger.info(
+            "differential_abundance: no `sample_key`, so no significance: calling cells needs replicate "
+            "samples per condition (pass `sample_key`)"
+        )
 
     model = run.fit()
     if groups is None:
@@ -116,8 +176,37 @@ def differential_abundance(
             c: logsumexp(per_sample[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()
         }
     scores = {t: np.asarray(log_p[t] - log_p[reference], dtype=np.float32) for t in targets}
+    calls, test = {}, None
+    if designs:
+        rng = np.random.default_rng(options.random_state)
+        test = {
+            "statistic": STATISTIC,
+            "fdr_method": FDR_METHOD,
+            "samples": groups,
+            "n_samples": {c: len(s) for c, s in groups.items()},
+            "strata": batch_key,
+            "alpha": alpha,
+            "n_permutations": {},
+            "exhaustive": {},
+            "columns": {},
+            "n_significant": {},
+        }
+        for t, design in designs.items():
+            log_p_samples = per_sample[design.samples].to_numpy(np.float64)
+            fdr, n_assignments = sample_permutation_test(
+                log_p_samples, design, n_permutations=n_permutations, rng=rng
+            )
+            fdr_column, significant_column = test_columns[t]
+            calls[fdr_column] = fdr.astype(np.float32)
+            calls[significant_column] = calls[fdr_column] < alpha  # the written q-values decide
+            test["n_permutations"][t] = n_assignments
+            test["exhaustive"][t] = n_assignments == design.n_assignments
+            test["columns"][t] = [fdr_column, significant_column]
+            test["n_significant"][t] = int(calls[significant_column].sum())
 
     tables = {Uns.SUMMARY: _summary(scores, run.labels(condition_key), conditions)}
+    if test is not None:
+        tables[Uns.TEST] = test
     if groupby:
         by = {groupby: run.labels(groupby)}
         per_target = [
@@ -133,11 +222,12 @@ def differential_abundance(
         "targets": targets,
         "groupby": groupby,
         "sample_key": sample_key,
+        "batch_key": batch_key,
         "categories": {k: v for k, v in run.categories.items() if k in (condition_key, sample_key)},
         **({"samples": groups} if groups else {}),
     }
     ratios = {columns[t]: f"log p(x | {t}) / p(x | {reference})" for t in targets}
-    return run.write({columns[t]: v for t, v in scores.items()}, tables, params, ratios)
+    return run.write({columns[t]: v for t, v in scores.items()}, tables, params, ratios, other=calls)
 
 
 def _sample_groups(
@@ -154,6 +244,48 @@ def _sample_groups(
             f"Fix the annotation or give each sample x condition its own `{sample_key}` label."
         )
     return {c: [str(s) for s in pairs.index[pairs[c]]] for c in conditions}
+
+
+def _sample_strata(run: ToolRun, sample_key: str, batch_key: str) -> dict[str, str]:
+    """The batch of each sample; every sample must lie in exactly one batch."""
+    pairs = pd.crosstab(run.labels(sample_key), run.labels(batch_key)) > 0
+    shared = pairs.index[pairs.sum(axis=1) > 1]
+    if len(shared):
+        raise ValueError(
+            f"Samples of `adata.obs[{sample_key!r}]` must each lie in one batch of `adata.obs[{batch_key!r}]`, "
+            f"but {list(shared)} span several. Give each sample x batch its own `{sample_key}` label, "
+            "or pass `batch_key=None`."
+        )
+    return {str(s): str(pairs.columns[pairs.loc[s]][0]) for s in pairs.index}
+
+
+def _check_replicates(
+    designs: dict[str, SampleDesign],
+    groups: dict[str, list[str]],
+    reference: str,
+    condition_key: str,
+    sample_key: str,
+    alpha: float,
+    n_permutations: int,
+) -> None:
+    """At least two samples per compared condition; warn when no q-value can fall below ``alpha``."""
+    few = {c: s for c, s in groups.items() if len(s) < 2}
+    if few:
+        raise ValueError(
+            f"The test over samples needs at least two samples of `adata.obs[{sample_key!r}]` per condition of "
+            f"`adata.obs[{condition_key!r}]`, but {few} have fewer. Add replicates, or pass `sample_key=None` "
+            "for log-ratios without significance."
+        )
+    for target, design in designs.items():
+        n_assignments = min(design.n_assignments, n_permutations)
+        if 1 / n_assignments >= alpha:
+            warnings.warn(
+                f"{target!r} against {reference!r}: {len(design.target)} and {len(design.reference)} samples "
+                f"allow {n_assignments} assignments, so no q-value falls below 1/{n_assignments} >= alpha = "
+                f"{alpha} and no cell can be called. Add replicates (3 per condition reach 0.05).",
+                UserWarning,
+                stacklevel=4,  # the user, the public tool, its body, here
+            )
 
 
 def _summary(

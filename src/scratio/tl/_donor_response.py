@@ -51,6 +51,15 @@ def donor_response(
         Donors x treatments table (index donors, columns treatments other than ``control``)
         of mean log-ratios; NaN where a donor has no cells of a treatment.
 
+    Notes
+    -----
+    The scores have no q-values: a donor's response is measured against that donor's own
+    control, and one donor x treatment sample has no replicate to test it against. Whether a
+    treatment shifts cells consistently across donors is a question with donors as replicates,
+    which :func:`scratio.tl.differential_abundance` answers with ``sample_key`` (one sample per
+    donor and treatment) and ``batch_key=donor_key``: the test then swaps treatment labels only
+    within each donor (a paired design; 64 assignments for 6 donors).
+
     Examples
     --------
     >>> sr.tl.donor_response(adata, "donor", "stimulation", control="unstimulated")

@@ -302,14 +302,18 @@ class ToolRun:
         params: Mapping[str, Any],
         ratios: Mapping[str, str],
         scored: np.ndarray | None = None,
+        other: Mapping[str, np.ndarray] | None = None,
     ) -> AnnData | None:
         """Write ``results`` to ``adata.obs`` and ``{"params", **tables}`` to ``adata.uns[key_added]``.
 
         ``ratios`` says what each column holds (``"log p(x | treated) / p(x | control)"``), for
         the plots' titles. ``scored`` marks the cells the tool scored (default: all; the others
-        hold NaN); a scored cell without a finite score is an error, and nothing is written. ``params`` (the tool's keys and categories) is completed with the model's record
+        hold NaN); a scored cell without a finite score is an error, and nothing is written.
+        ``other`` per-cell columns (a test's q-values and calls) are written as they are.
+        ``params`` (the tool's keys and categories) is completed with the model's record
         (representation, schedule, network, training, final loss), the scoring options (with
-        where the cells were scored), the written ``columns`` and the package version; no entry is written twice.
+        where the cells were scored), the written ``columns`` and ``other_columns`` and the
+        package version; no entry is written twice.
         """
         results = {column: np.asarray(values, dtype=np.float32) for column, values in results.items()}
         for column, values in results.items():
@@ -324,17 +328,22 @@ class ToolRun:
         with warnings.catch_warnings():
             # Writing into a view makes it an actual AnnData, as scanpy's tools do.
             warnings.simplefilter("ignore", ImplicitModificationWarning)
-            for column, values in results.items():
+            for column, values in {**results, **(other or {})}.items():
                 adata.obs[column] = values
             if outside is not None:
                 adata.obs[self.outside_column] = outside
             params = {
                 **self._params(params, list(results), ratios),
+                Params.OTHER_COLUMNS: list(other or {}),
                 Params.OUTSIDE: self._outside_record(outside),
             }
             adata.uns[self.key_added] = {Uns.PARAMS: params, **tables}
+        added_other = (
+            f"    {', '.join(map(repr, other))}, per-cell q-values and calls (adata.obs)\n" if other else ""
+        )
         logger.info(
             f"{self.tool.name}: added\n    {', '.join(map(repr, results))}, per-cell log-ratios (adata.obs)\n"
+            f"{added_other}"
             f"    {self.key_added!r}, params and {', '.join(map(repr, tables))} (adata.uns)"
         )
         return adata if self.options.copy else None
@@ -402,6 +411,7 @@ def _written_by_scratio(adata: AnnData) -> set[str]:
         if isinstance(params, Mapping) and params.get(Params.TOOL) in TOOLS:
             names.add(key)
             names.update(params.get(Params.COLUMNS, ()))
+            names.update(params.get(Params.OTHER_COLUMNS, ()))
             if isinstance(params.get(Params.OUTSIDE), Mapping):
                 names.add(params[Params.OUTSIDE]["column"])
     return names
