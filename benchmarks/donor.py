@@ -24,11 +24,15 @@ non-responders' and the gap ``(mean weak - mean non) / sd non`` (sd over the 4 n
     python benchmarks/donor.py --quick   # 3 seeds, 150 cells per donor and treatment
     python benchmarks/donor.py --full    # 3 seeds, 400 cells per donor and treatment
 
+``--tool-kwargs '{"n_steps": 6000}'`` passes settings a user would choose to the tool (tool
+defaults otherwise; recorded in the JSON's setting).
+
 scikit-learn is a benchmark dependency only. Results go to ``results/donor_{preset}.json``.
 Torch uses ``OMP_NUM_THREADS`` threads (1 if unset).
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -90,7 +94,8 @@ def logreg_auc(x: np.ndarray, y: np.ndarray, seed: int) -> float:
 def run_seed(setting: dict, seed: int) -> list[dict]:
     adata = graded_donors(setting["cells_per_group"], setting["n_dims"], seed)
     start = time.perf_counter()
-    sr.tl.donor_response(adata, "donor", "treatment", control="control", use_rep="X_pca", random_state=seed)
+    sr.tl.donor_response(adata, "donor", "treatment", control="control", use_rep="X_pca", random_state=seed,
+                         **setting["tool_kwargs"])  # fmt: skip
     seconds = time.perf_counter() - start
     summary = adata.uns["scratio_donor"]["summary"]
     n_steps = adata.uns["scratio_donor"]["params"]["n_steps"]
@@ -177,9 +182,12 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--cells-per-group", type=int)
     parser.add_argument("--n-dims", type=int)
+    parser.add_argument("--tool-kwargs", type=json.loads, default={},
+                        help="JSON of keywords for sr.tl.donor_response, e.g. '{\"n_steps\": 6000}' (default: none)")  # fmt: skip
     parser.add_argument("--out")
     args = parser.parse_args()
     setting, out = start_tool_run(args, PRESETS, "donor")
+    setting["tool_kwargs"] = args.tool_kwargs
 
     runs = []
     for seed in setting["seeds"]:
