@@ -94,6 +94,34 @@ def test_permutation_fdr_is_calibrated_under_sample_noise_and_finds_an_effect():
     assert np.mean(fdp) <= 0.1
 
 
+def test_median_normalization_does_not_call_a_dilution_shared_by_most_cells():
+    # region 0 of 20 triples in the target samples; every region's density there falls by the
+    # same factor 0.8, which "none" calls depleted and "median" takes as the baseline
+    rng = np.random.default_rng(0)
+    region = rng.integers(20, size=2000)
+    log_p = rng.normal(scale=0.1, size=(20, 6))[region] + rng.normal(scale=0.1, size=(2000, 6))
+    is_da = region == 0
+    log_p[is_da, 3:] += np.log(3.0)
+    log_p[:, 3:] += np.log(0.8)
+    q = {
+        normalization: sample_permutation_test(
+            log_p,
+            THREE_BY_THREE,
+            n_permutations=1000,
+            rng=np.random.default_rng(0),
+            normalization=normalization,
+        )[0]
+        for normalization in ("none", "median")
+    }
+    assert (q["median"][is_da] < 0.1).mean() >= 0.9
+    assert (q["median"][~is_da] < 0.1).mean() <= 0.01
+    assert (q["none"][~is_da] < 0.1).mean() >= 0.3
+    with pytest.raises(
+        ValueError, match=r"`sample_normalization` must be one of \('none', 'median'\), got 'tmm'"
+    ):
+        sample_permutation_test(log_p, THREE_BY_THREE, n_permutations=10, rng=None, normalization="tmm")
+
+
 def test_pooled_fdr_counts_each_side_apart():
     observed = np.array([5.0, 4.0, -5.0, 0.1, -0.1, 0.0])
     permuted = [np.array([0.2, -0.2, 0.1, 0.0, 0.3, -0.3])] * 19
@@ -108,7 +136,11 @@ def test_pooled_fdr_counts_each_side_apart():
 def replicate_results():
     """The tool on a null with composition noise between samples, and on one expanded state."""
     results = {}
-    for name, expanded in [("null", None), ("expanded", 0)]:
+    for name, expanded, normalization in [
+        ("null", None, "none"),
+        ("expanded", 0, "none"),
+        ("expanded, median", 0, "median"),
+    ]:
         adata = sr.datasets.replicate_design(
             1500,
             n_dims=4,
@@ -119,7 +151,13 @@ def replicate_results():
             random_state=3,
         )
         sr.tl.differential_abundance(
-            adata, "condition", "control", sample_key="sample", n_steps=600, batch_size=256
+            adata,
+            "condition",
+            "control",
+            sample_key="sample",
+            sample_normalization=normalization,
+            n_steps=600,
+            batch_size=256,
         )
         results[name] = adata
     return results
@@ -155,6 +193,21 @@ def test_da_significance_calls_the_expanded_state_and_nothing_under_the_null(rep
     # -0.56), so calls there are right too, but never in the wrong direction.
     truth = adata.obs["true_log_ratio"].to_numpy()
     assert (np.sign(adata.obs["scratio_da"].to_numpy()[called]) == np.sign(truth[called])).mean() >= 0.99
+
+
+def test_da_significance_with_median_normalization_calls_the_expanded_state_only(replicate_results):
+    density, median = replicate_results["expanded"], replicate_results["expanded, median"]
+    np.testing.assert_array_equal(median.obs["scratio_da"], density.obs["scratio_da"])  # ratios unchanged
+    assert median.uns["scratio_da"]["test"]["sample_normalization"] == "median"
+    is_da = median.obs["is_da"].to_numpy()
+    called = {
+        name: adata.obs["scratio_da_significant"].to_numpy()
+        for name, adata in [("none", density), ("median", median)]
+    }
+    assert called["median"][is_da].mean() >= 0.8
+    # the diluted states (share 1/4 -> 1/7) are called depleted by density, not once normalised
+    assert called["none"][~is_da].mean() >= 0.2
+    assert called["median"][~is_da].mean() <= 0.05
 
 
 def test_da_significance_within_batches(monkeypatch):
@@ -233,6 +286,12 @@ BAD_TEST = {
         r"`alpha` must lie in \(0, 1\), got 1.5",
     ),
     "permutations": (None, {"sample_key": "sample", "n_permutations": 1}, ValueError, r"at least 2, got 1"),
+    "normalization": (
+        None,
+        {"sample_key": "sample", "sample_normalization": "tmm"},
+        ValueError,
+        r"`sample_normalization` must be one of \('none', 'median'\), got 'tmm'",
+    ),
 }
 
 

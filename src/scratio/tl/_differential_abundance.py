@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,14 @@ from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._settings import logger
 
 from ._runner import ToolOptions, ToolRun, summarise, tool_function
-from ._significance import FDR_METHOD, N_PERMUTATIONS, STATISTIC, SampleDesign, sample_permutation_test
+from ._significance import (
+    FDR_METHOD,
+    N_PERMUTATIONS,
+    SAMPLE_NORMALIZATIONS,
+    STATISTIC,
+    SampleDesign,
+    sample_permutation_test,
+)
 
 #: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
 DA_S_MIN = 0.4
@@ -32,6 +40,7 @@ def differential_abundance(
     alpha: float = 0.1,
     batch_key: str | None = None,
     n_permutations: int = N_PERMUTATIONS,
+    sample_normalization: Literal["none", "median"] = "none",
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
     options: ToolOptions,
@@ -71,6 +80,13 @@ def differential_abundance(
     n_permutations
         Most sample assignments the test evaluates (every assignment when there are fewer,
         e.g. 20 with 3 samples per condition; else a random subset). Scoring is not repeated.
+    sample_normalization
+        What the test (with ``sample_key``) calls. ``"none"``: cells whose density differs
+        between conditions, including the states whose share falls because another state
+        expands. ``"median"``: each sample's log-densities are first centred at their median
+        over cells, as count-based tests (Milo, DESeq2) normalise each sample, so that a call
+        means the cell's abundance changed relative to the typical cell's and a dilution shared
+        by most cells is not called. The log-ratios themselves are not changed.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
     s_min
@@ -104,7 +120,7 @@ def differential_abundance(
         ``bool`` calls (``fdr < alpha``).
     ``adata.uns[key_added]["test"]``
         With ``sample_key``: ``statistic``, ``fdr_method``, ``samples`` and ``n_samples`` per
-        condition, ``strata`` (the ``batch_key``), ``n_permutations`` (assignments evaluated per
+        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``n_permutations`` (assignments evaluated per
         target), ``exhaustive``, ``alpha``, the ``columns`` written and ``n_significant`` per target.
 
     Notes
@@ -123,7 +139,8 @@ def differential_abundance(
     A call means that the cell's density differs between conditions more than it does between
     samples. Densities are relative: when one state expands in the target, every other state's
     share, and so its density, falls, and the test rightly calls those cells as depleted even
-    though their number per sample did not change.
+    though their number per sample did not change. ``sample_normalization="median"`` asks the
+    question count-based methods ask instead: which states changed relative to most cells.
 
     Examples
     --------
@@ -138,6 +155,10 @@ def differential_abundance(
         raise ValueError(f"`alpha` must lie in (0, 1), got {alpha}.")
     if n_permutations < 2:
         raise ValueError(f"`n_permutations` must be at least 2, got {n_permutations}.")
+    if sample_normalization not in SAMPLE_NORMALIZATIONS:
+        raise ValueError(
+            f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {sample_normalization!r}."
+        )
     keys = [condition_key, *(k for k in (sample_key, batch_key) if k is not None)]
     run = ToolRun.prepare(
         adata, DIFFERENTIAL_ABUNDANCE, options, keys=keys, model_keys=[sample_key or condition_key],
@@ -185,6 +206,7 @@ def differential_abundance(
             "samples": groups,
             "n_samples": {c: len(s) for c, s in groups.items()},
             "strata": batch_key,
+            "sample_normalization": sample_normalization,
             "alpha": alpha,
             "n_permutations": {},
             "exhaustive": {},
@@ -194,7 +216,11 @@ def differential_abundance(
         for t, design in designs.items():
             log_p_samples = per_sample[design.samples].to_numpy(np.float64)
             fdr, n_assignments = sample_permutation_test(
-                log_p_samples, design, n_permutations=n_permutations, rng=rng
+                log_p_samples,
+                design,
+                n_permutations=n_permutations,
+                rng=rng,
+                normalization=sample_normalization,
             )
             fdr_column, significant_column = test_columns[t]
             calls[fdr_column] = fdr.astype(np.float32)

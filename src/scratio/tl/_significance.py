@@ -150,13 +150,40 @@ def pooled_permutation_fdr(observed: np.ndarray, permuted: Iterable[np.ndarray])
     return q
 
 
+#: How per-sample log-densities are normalised before the test (see :func:`normalize_samples`).
+SAMPLE_NORMALIZATIONS = ("none", "median")
+
+
+def normalize_samples(log_p: np.ndarray, normalization: str) -> np.ndarray:
+    """Per-sample log-densities ready for the test.
+
+    ``"none"`` keeps them: a call then means the cell's density differs, which is also true of
+    every state diluted when another expands. ``"median"`` subtracts each sample's median over
+    cells, so that the typical cell counts as unchanged: the assumption behind the size factors
+    of count-based tests (DESeq2's median of ratios, the TMM of edgeR that Milo uses), under
+    which a dilution shared by most cells is not called.
+    """
+    if normalization not in SAMPLE_NORMALIZATIONS:
+        raise ValueError(
+            f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {normalization!r}."
+        )
+    return log_p - np.median(log_p, axis=0) if normalization == "median" else log_p
+
+
 def sample_permutation_test(
-    log_p: np.ndarray, design: SampleDesign, *, n_permutations: int, rng: np.random.Generator
+    log_p: np.ndarray,
+    design: SampleDesign,
+    *,
+    n_permutations: int,
+    rng: np.random.Generator,
+    normalization: str = "none",
 ) -> tuple[np.ndarray, int]:
     """Per-cell q-values of ``design``'s contrast and the number of assignments evaluated.
 
-    ``log_p`` holds ``log p(x | s)`` with one column per sample of ``design.samples``, in that order.
+    ``log_p`` holds ``log p(x | s)`` with one column per sample of ``design.samples``, in that
+    order; ``normalization`` is applied to it first (:func:`normalize_samples`).
     """
+    log_p = normalize_samples(log_p, normalization)
     masks = design.assignments(n_permutations, rng)
     observed = moderated_t(log_p, masks[0])
     q = pooled_permutation_fdr(observed, (moderated_t(log_p, mask) for mask in masks[1:]))
