@@ -83,10 +83,11 @@ def differential_abundance(
     sample_normalization
         What the test (with ``sample_key``) calls. ``"none"``: cells whose density differs
         between conditions, including the states whose share falls because another state
-        expands. ``"median"``: each sample's log-densities are first centred at their median
-        over cells, as count-based tests (Milo, DESeq2) normalise each sample, so that a call
-        means the cell's abundance changed relative to the typical cell's and a dilution shared
-        by most cells is not called. The log-ratios themselves are not changed.
+        expands. ``"median"``: each sample's densities are first divided by a size factor, the
+        median over cells of their ratio to the cell's geometric mean over samples (DESeq2's
+        median of ratios; Milo normalises its counts likewise, with TMM), so that a call means
+        the cell's abundance changed relative to the typical cell's and a dilution shared by
+        most cells is not called. The log-ratios themselves are not changed.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
     s_min

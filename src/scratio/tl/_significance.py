@@ -158,16 +158,20 @@ def normalize_samples(log_p: np.ndarray, normalization: str) -> np.ndarray:
     """Per-sample log-densities ready for the test.
 
     ``"none"`` keeps them: a call then means the cell's density differs, which is also true of
-    every state diluted when another expands. ``"median"`` subtracts each sample's median over
-    cells, so that the typical cell counts as unchanged: the assumption behind the size factors
-    of count-based tests (DESeq2's median of ratios, the TMM of edgeR that Milo uses), under
-    which a dilution shared by most cells is not called.
+    every state diluted when another expands. ``"median"`` divides each sample's densities by
+    a size factor, the median over cells of the ratio of the sample's density to the cell's
+    geometric mean over samples (DESeq2's median of ratios, on densities instead of counts),
+    so that the typical cell counts as unchanged: the assumption of count-based tests (Milo
+    normalises with edgeR's TMM), under which a dilution shared by most cells is not called.
     """
     if normalization not in SAMPLE_NORMALIZATIONS:
         raise ValueError(
             f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {normalization!r}."
         )
-    return log_p - np.median(log_p, axis=0) if normalization == "median" else log_p
+    if normalization == "none":
+        return log_p
+    log_ratios = log_p - log_p.mean(axis=1, keepdims=True)
+    return log_p - np.median(log_ratios, axis=0)
 
 
 def sample_permutation_test(
