@@ -31,12 +31,13 @@ Methods, each giving a per-cell call (enriched in ``treated``, in ``control``, o
 continuous score:
 
 ``scratio``
-    ``sr.tl.differential_abundance(..., sample_key="sample", alpha=0.1)``:
+    ``sr.tl.differential_abundance(..., sample_key="sample", alpha=0.1)`` (its default
+    ``sample_normalization="median"``: calls relative to most cells, as Milo normalises):
     ``obs["scratio_da_significant"]`` with the sign of ``obs["scratio_da"]``; score
     ``obs["scratio_da"]``.
-``scratio_median``
-    The same with ``sample_normalization="median"``: each sample's log-densities centred at
-    their median before the test (calls relative to the typical cell, as Milo normalises).
+``scratio_none``
+    The same with ``sample_normalization="none"`` (calls where the density differs, the
+    states diluted by an expanding one included).
 ``milo``
     pertpy's Milo with ``solver="pydeseq2"`` on the 6 samples (``design="~condition"``); a
     neighbourhood is DA where ``SpatialFDR < alpha``, with the sign of its ``logFC``; a cell
@@ -83,7 +84,9 @@ from scipy.spatial.distance import cdist
 
 import scratio as sr
 
-METHODS = ["scratio", "scratio_median", "milo", "meld"]
+METHODS = ["scratio", "scratio_none", "milo", "meld"]
+LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
+          "milo": "Milo", "meld": "MELD"}  # fmt: skip
 KINDS = ["da", "null", "noisy_null"]
 ALPHA = 0.1
 POP_KEY = "louvain"
@@ -207,7 +210,7 @@ def scratio_has_test() -> bool:
     return "alpha" in inspect.signature(sr.tl.differential_abundance).parameters
 
 
-def run_scratio(adata, seed, sample_normalization="none"):
+def run_scratio(adata, seed, sample_normalization="median"):
     """Calls from ``obs["scratio_da_significant"]`` with the sign of ``obs["scratio_da"]``."""
     if not scratio_has_test():
         raise RuntimeError("sr.tl.differential_abundance has no significance test (no `alpha`) yet")
@@ -290,7 +293,7 @@ def run_meld(adata, seed):
 
 RUNNERS = {
     "scratio": run_scratio,
-    "scratio_median": lambda adata, seed: run_scratio(adata, seed, sample_normalization="median"),
+    "scratio_none": lambda adata, seed: run_scratio(adata, seed, sample_normalization="none"),
     "milo": run_milo,
     "meld": run_meld,
 }
@@ -423,7 +426,7 @@ def plot(final, path):
                 values = da[da["method"] == method].groupby("setting", sort=False)[metric].mean()
                 values = values.reindex(settings)
                 ax.bar(np.arange(len(settings)) + (i - (len(methods) - 1) / 2) * width, values.to_numpy(),
-                       width, label=method, color=f"C{METHODS.index(method)}")  # fmt: skip
+                       width, label=LABELS[method], color=f"C{METHODS.index(method)}")  # fmt: skip
             if metric == "fdr":
                 ax.axhline(ALPHA, color="black", linestyle="--", linewidth=1, label=f"alpha = {ALPHA:g}")
             ax.set_xticks(np.arange(len(settings)), settings, rotation=45, ha="right", fontsize=8)
@@ -441,7 +444,7 @@ def plot(final, path):
                     continue
                 x = j + (i - (len(methods) - 1) / 2) * width
                 ax.bar(x, values.mean(), width, color=f"C{METHODS.index(method)}", alpha=0.6,
-                       label=method if j == 0 else None)  # fmt: skip
+                       label=LABELS[method] if j == 0 else None)  # fmt: skip
                 ax.scatter(np.full(len(values), x), values, color="black", s=8, zorder=3)
                 share = f"{int((values > 0).sum())}/{len(values)}"  # datasets with any call
                 ax.annotate(share, (x, values.mean()), textcoords="offset points", xytext=(0, 3),

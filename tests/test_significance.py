@@ -137,10 +137,10 @@ def test_pooled_fdr_counts_each_side_apart():
 
 @pytest.fixture(scope="module")
 def replicate_results():
-    """The tool on a null with composition noise between samples, and on one expanded state."""
+    """The tool on a null with composition noise between samples, and on one expanded state (both normalisations)."""
     results = {}
     for name, expanded, normalization in [
-        ("null", None, "none"),
+        ("null", None, "median"),  # the default
         ("expanded", 0, "none"),
         ("expanded, median", 0, "median"),
     ]:
@@ -192,8 +192,8 @@ def test_da_significance_calls_the_expanded_state_and_nothing_under_the_null(rep
     adata = replicate_results["expanded"]
     called, is_da = adata.obs["scratio_da_significant"].to_numpy(), adata.obs["is_da"].to_numpy()
     assert called[is_da].mean() >= 0.8
-    # Densities are relative: the other states' shares fall from 1/4 to 1/7 (true log-ratio
-    # -0.56), so calls there are right too, but never in the wrong direction.
+    # Without normalisation densities are relative: the other states' shares fall from 1/4 to
+    # 1/7 (true log-ratio -0.56), so calls there are right too, but never in the wrong direction.
     truth = adata.obs["true_log_ratio"].to_numpy()
     assert (np.sign(adata.obs["scratio_da"].to_numpy()[called]) == np.sign(truth[called])).mean() >= 0.99
 
@@ -202,6 +202,11 @@ def test_da_significance_with_median_normalization_calls_the_expanded_state_only
     density, median = replicate_results["expanded"], replicate_results["expanded, median"]
     np.testing.assert_array_equal(median.obs["scratio_da"], density.obs["scratio_da"])  # ratios unchanged
     assert median.uns["scratio_da"]["test"]["sample_normalization"] == "median"
+    assert density.uns["scratio_da"]["test"]["typical_log_ratio"] == {"treated": 0.0}
+    # what the normalisation takes as unchanged is the diluted states' log-ratio (true: their
+    # share falls from 1/4 to 1/7, log 4/7 = -0.56; the model's per-sample densities differ less)
+    typical = median.uns["scratio_da"]["test"]["typical_log_ratio"]["treated"]
+    assert np.log(4 / 7) - 0.2 < typical < -0.1
     is_da = median.obs["is_da"].to_numpy()
     called = {
         name: adata.obs["scratio_da_significant"].to_numpy()

@@ -22,6 +22,7 @@ from ._significance import (
     SAMPLE_NORMALIZATIONS,
     STATISTIC,
     SampleDesign,
+    log_size_factors,
     sample_permutation_test,
 )
 
@@ -40,7 +41,7 @@ def differential_abundance(
     alpha: float = 0.1,
     batch_key: str | None = None,
     n_permutations: int = N_PERMUTATIONS,
-    sample_normalization: Literal["none", "median"] = "none",
+    sample_normalization: Literal["median", "none"] = "median",
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
     options: ToolOptions,
@@ -81,13 +82,13 @@ def differential_abundance(
         Most sample assignments the test evaluates (every assignment when there are fewer,
         e.g. 20 with 3 samples per condition; else a random subset). Scoring is not repeated.
     sample_normalization
-        What the test (with ``sample_key``) calls. ``"none"``: cells whose density differs
-        between conditions, including the states whose share falls because another state
-        expands. ``"median"``: each sample's densities are first divided by a size factor, the
-        median over cells of their ratio to the cell's geometric mean over samples (DESeq2's
-        median of ratios; Milo normalises its counts likewise, with TMM), so that a call means
-        the cell's abundance changed relative to the typical cell's and a dilution shared by
-        most cells is not called. The log-ratios themselves are not changed.
+        What the test (with ``sample_key``) calls. ``"median"``: each sample's densities are
+        first divided by a size factor, the median over cells of their ratio to the cell's
+        geometric mean over samples (DESeq2's median of ratios; Milo normalises its counts
+        likewise, with TMM), so that a call means the cell's abundance changed relative to
+        most cells': when one state expands, that state is called, not the others whose share
+        it dilutes. ``"none"``: cells whose density differs between conditions, the diluted
+        states included. The log-ratios themselves are the same either way.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
     s_min
@@ -121,8 +122,10 @@ def differential_abundance(
         ``bool`` calls (``fdr < alpha``).
     ``adata.uns[key_added]["test"]``
         With ``sample_key``: ``statistic``, ``fdr_method``, ``samples`` and ``n_samples`` per
-        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``n_permutations`` (assignments evaluated per
-        target), ``exhaustive``, ``alpha``, the ``columns`` written and ``n_significant`` per target.
+        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``alpha``, and per
+        target ``n_permutations`` (assignments evaluated), ``exhaustive``, the ``columns``
+        written, ``n_significant`` and ``typical_log_ratio`` (the log-ratio the normalisation
+        takes as unchanged, 0 with ``"none"``: a call is a change relative to it).
 
     Notes
     -----
@@ -137,11 +140,12 @@ def differential_abundance(
     samples; with ``n`` assignments no q-value falls below ``1 / n``, so 3 samples per
     condition (20 assignments) are the fewest that can reach ``alpha = 0.1``.
 
-    A call means that the cell's density differs between conditions more than it does between
-    samples. Densities are relative: when one state expands in the target, every other state's
-    share, and so its density, falls, and the test rightly calls those cells as depleted even
-    though their number per sample did not change. ``sample_normalization="median"`` asks the
-    question count-based methods ask instead: which states changed relative to most cells.
+    A call means that the cell's abundance, relative to most cells' (``sample_normalization``),
+    differs between conditions more than it does between samples. Densities themselves are
+    relative: when one state expands in the target, every other state's share, and so its
+    density and log-ratio, falls, even though its number of cells per sample did not change.
+    The default normalisation calls the expanding state only, as count-based methods do;
+    ``sample_normalization="none"`` calls the diluted states as depleted too.
 
     Examples
     --------
@@ -213,6 +217,7 @@ def differential_abundance(
             "exhaustive": {},
             "columns": {},
             "n_significant": {},
+            "typical_log_ratio": {},
         }
         for t, design in designs.items():
             log_p_samples = per_sample[design.samples].to_numpy(np.float64)
@@ -230,6 +235,10 @@ def differential_abundance(
             test["exhaustive"][t] = n_assignments == design.n_assignments
             test["columns"][t] = [fdr_column, significant_column]
             test["n_significant"][t] = int(calls[significant_column].sum())
+            # what the normalisation takes as "unchanged": calls are relative to it
+            factors = log_size_factors(log_p_samples, sample_normalization)
+            is_target = np.isin(design.samples, design.target)
+            test["typical_log_ratio"][t] = float(factors[is_target].mean() - factors[~is_target].mean())
 
     tables = {Uns.SUMMARY: _summary(scores, run.labels(condition_key), conditions)}
     if test is not None:

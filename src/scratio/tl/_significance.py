@@ -150,28 +150,27 @@ def pooled_permutation_fdr(observed: np.ndarray, permuted: Iterable[np.ndarray])
     return q
 
 
-#: How per-sample log-densities are normalised before the test (see :func:`normalize_samples`).
+#: How per-sample log-densities are normalised before the test (see :func:`log_size_factors`).
 SAMPLE_NORMALIZATIONS = ("none", "median")
 
 
-def normalize_samples(log_p: np.ndarray, normalization: str) -> np.ndarray:
-    """Per-sample log-densities ready for the test.
+def log_size_factors(log_p: np.ndarray, normalization: str) -> np.ndarray:
+    """Per sample, the log of the factor its densities are divided by before the test.
 
-    ``"none"`` keeps them: a call then means the cell's density differs, which is also true of
-    every state diluted when another expands. ``"median"`` divides each sample's densities by
-    a size factor, the median over cells of the ratio of the sample's density to the cell's
-    geometric mean over samples (DESeq2's median of ratios, on densities instead of counts),
-    so that the typical cell counts as unchanged: the assumption of count-based tests (Milo
-    normalises with edgeR's TMM), under which a dilution shared by most cells is not called.
+    ``"none"``: zeros; a call then means the cell's density differs, which is also true of
+    every state diluted when another expands. ``"median"``: the median over cells of the
+    sample's log-density relative to the cell's mean over samples (DESeq2's median of ratios,
+    on densities instead of counts), so that the typical cell counts as unchanged: the
+    assumption of count-based tests (Milo normalises with edgeR's TMM), under which a dilution
+    shared by most cells is not called.
     """
     if normalization not in SAMPLE_NORMALIZATIONS:
         raise ValueError(
             f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {normalization!r}."
         )
     if normalization == "none":
-        return log_p
-    log_ratios = log_p - log_p.mean(axis=1, keepdims=True)
-    return log_p - np.median(log_ratios, axis=0)
+        return np.zeros(log_p.shape[1])
+    return np.median(log_p - log_p.mean(axis=1, keepdims=True), axis=0)
 
 
 def sample_permutation_test(
@@ -185,9 +184,9 @@ def sample_permutation_test(
     """Per-cell q-values of ``design``'s contrast and the number of assignments evaluated.
 
     ``log_p`` holds ``log p(x | s)`` with one column per sample of ``design.samples``, in that
-    order; ``normalization`` is applied to it first (:func:`normalize_samples`).
+    order; each column is first divided by its size factor (:func:`log_size_factors`).
     """
-    log_p = normalize_samples(log_p, normalization)
+    log_p = log_p - log_size_factors(log_p, normalization)
     masks = design.assignments(n_permutations, rng)
     observed = moderated_t(log_p, masks[0])
     q = pooled_permutation_fdr(observed, (moderated_t(log_p, mask) for mask in masks[1:]))
