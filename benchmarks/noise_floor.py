@@ -139,6 +139,7 @@ def main():
     parser.add_argument("--large-seeds", type=int, nargs="+")
     parser.add_argument("--deltas", type=float, nargs="+")
     parser.add_argument("--da", action="store_true", help="also the semi-synthetic DA protocol on pbmc68k")
+    parser.add_argument("--no-pbmc", action="store_true", help="skip the random labels on pbmc68k")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -180,7 +181,7 @@ def main():
             delta,
         )
 
-    for n_pcs in setting["n_pcs"]:
+    for n_pcs in [] if args.no_pbmc else setting["n_pcs"]:
         for seed in setting["seeds"]:
             one("noise", "pbmc68k", random_labels(pbmc, seed), n_pcs, seed)
     if setting["n_large"]:
