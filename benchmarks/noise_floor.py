@@ -141,11 +141,18 @@ def main():
     parser.add_argument("--da", action="store_true", help="also the semi-synthetic DA protocol on pbmc68k")
     parser.add_argument("--no-pbmc", action="store_true", help="skip the random labels on pbmc68k")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--summarise", action="store_true", help="rebuild the summary of --out from its runs")
     parser.add_argument("--out")
     args = parser.parse_args()
     setting = preset_setting(args, PRESETS) | {"da": args.da, "accelerator": args.accelerator,
                                                "threads": int(os.environ.get("OMP_NUM_THREADS", "1"))}  # fmt: skip
     out = Path(args.out or Path(__file__).parent / "results" / f"noise_floor_{args.preset}.json")
+    if args.summarise:
+        old = json.loads(out.read_text())
+        final = results(old["setting"], old["runs"])
+        out.write_text(json.dumps(final, indent=1, default=_plain))
+        print_tables(final)
+        return
     torch.set_num_threads(setting["threads"])
     sr.settings.verbosity = 0
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -218,8 +225,7 @@ def results(setting, runs):
                 if metric in group and group[metric].notna().any():
                     row[metric] = round(float(group[metric].mean()), 4)
             row["sd_max"] = round(float(group["sd"].max()), 4)
-            if "all_zero" in group:
-                row["n_all_zero"] = int(group["all_zero"].fillna(False).sum())
+            row["n_all_zero"] = int(((group["sd"] == 0) & (group["mean"] == 0)).sum())  # every cell 0
             summary.append({k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()})
     return {
         "setting": setting,
