@@ -141,6 +141,7 @@ def main():
     parser.add_argument("--da", action="store_true", help="also the semi-synthetic DA protocol on pbmc68k")
     parser.add_argument("--no-pbmc", action="store_true", help="skip the random labels on pbmc68k")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out and skip them")
     parser.add_argument("--summarise", action="store_true", help="rebuild the summary of --out from its runs")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -159,7 +160,8 @@ def main():
     import scanpy as sc
 
     pbmc = sc.datasets.pbmc68k_reduced()
-    runs = []
+    runs = json.loads(out.read_text())["runs"] if args.resume and out.exists() else []
+    done = {(r["part"], r["dataset"], r["n_pcs"], r["seed"], r["delta"]) for r in runs}
 
     def record(part, dataset, n_cells, n_pcs, seed, scores, seconds, info, adata=None, delta=None):
         for method, values in scores.items():
@@ -173,6 +175,8 @@ def main():
         out.write_text(json.dumps(results(setting, runs), indent=1, default=_plain))
 
     def one(part, dataset, adata, n_pcs, seed, delta=None):
+        if (part, dataset, n_pcs, seed, delta) in done:
+            return
         scores, seconds, info = scratio_scores(adata, n_pcs, seed, setting["accelerator"])
         scores["meld"], seconds["meld"] = meld_score(adata, n_pcs, seed)
         record(
