@@ -51,6 +51,8 @@ class Uns:
     SCORE = "score"
     #: Differential abundance with replicates: the test over samples and its columns.
     TEST = "test"
+    #: Differential abundance with ``calibrate=True``: the held-out scale of each target's log-ratios.
+    CALIBRATION = "calibration"
 
 
 class Params:

@@ -129,6 +129,7 @@ class RatioFlow:
         self.network.eval()
         self.training: TrainingRecord | None = None
         self.support: Support | None = None
+        self._held_out: np.ndarray | None = None
 
     # ---------------------------------------------------------------- what the model is
     @property
@@ -223,12 +224,23 @@ class RatioFlow:
         )
         self.training = train_flow(self.network, self.path, x, codes, options, seed=self.random_state)
         _, held_out = options.split(len(x), self.random_state)
+        self._held_out = held_out
         reference = "held-out" if len(held_out) else "training"
         if not len(held_out):  # every cell trained on: take up to 4096 of them, evenly spaced
             held_out = np.arange(0, len(x), max(1, len(x) // 4096))
         log_likelihood = self.log_likelihood(self.cells.x[held_out], **SUPPORT_SCORING)
         self.support = Support.from_log_likelihoods(log_likelihood, reference)
         return self
+
+    @property
+    def held_out(self) -> np.ndarray | None:
+        """Positions, among the attached cells, of the cells :meth:`train` held out of training.
+
+        Empty when every cell was trained on (``validation_fraction=0``, or too few cells);
+        ``None`` when the model was not trained in this session (e.g. loaded) or data was attached
+        since, as the held-out cells are then unknown.
+        """
+        return self._held_out
 
     @scoring_method
     def outside_training_data(
@@ -594,6 +606,7 @@ class RatioFlow:
         """Use ``adata`` as the default data, read once through the registration (and checked against it)."""
         self._cells = self.registration.cells(adata)
         self.adata = adata
+        self._held_out = None  # positions among other cells
 
 
 # ---------------------------------------------------------------- one block of each scoring method
