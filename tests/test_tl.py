@@ -313,6 +313,25 @@ def test_missing_control_cells_warn_before_training(no_training):
             sr.tl.combination_effect(adata, "drug1", "drug2")
 
 
+def test_many_dimensions_for_few_cells_warn_before_training(no_training):
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(
+        obs=pd.DataFrame({"condition": np.where(np.arange(300) < 100, "control", "treated")}),
+        obsm={"X_pca": rng.normal(size=(300, 12)).astype(np.float32)},
+    )
+    # 100 control cells for 12 dimensions: fewer than 20 per dimension
+    with pytest.warns(
+        UserWarning, match=r"12 dimensions for 100 cells in 'control'.*`n_pcs` \(at most 5\)"
+    ) as record:
+        with pytest.raises(AssertionError, match="training started"):
+            sr.tl.differential_abundance(adata, "condition", "control", use_rep="X_pca")
+    assert record[0].filename == __file__  # points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with pytest.raises(AssertionError, match="training started"):
+            sr.tl.differential_abundance(adata, "condition", "control", use_rep="X_pca", n_pcs=5)
+
+
 @pytest.mark.parametrize("kind", ["string", "numeric", "bool"])
 def test_non_categorical_conditions_are_accepted(kind):
     adata = da_data(300, random_state=6)

@@ -59,6 +59,11 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
         raise TypeError(f"{tool}(train_kwargs=...): {error}") from None
 
 
+#: Fewest cells per dimension of the representation, in the smallest category of the tool's
+#: condition, below which a tool warns (benchmarks README, "Noise floor": 7 cells per dimension
+#: gave a noise sd 2.7x that of 35).
+CELLS_PER_DIMENSION = 20
+
 #: Fix appended to every message about a passed ``model`` that cannot be used.
 NEW_MODEL = "pass `model=None` to train a new one"
 
@@ -235,7 +240,26 @@ class ToolRun:
                 run._labels[key] = np.asarray(values).astype(str)
         if columns:
             run.check_columns(columns)
+        if options.model is None:
+            run._advise_fewer_dimensions(keys[0])
         return run
+
+    def _advise_fewer_dimensions(self, key: str) -> None:
+        """Warn when the smallest category of ``key`` has few cells for the representation's dimensions."""
+        n_dims = self.x.shape[1]
+        categories, counts = np.unique(self.labels(key), return_counts=True)
+        fewest = int(counts.min())
+        if fewest >= CELLS_PER_DIMENSION * n_dims:
+            return
+        warnings.warn(
+            f"{self.tool.name}: {n_dims} dimensions for {fewest} cells in {str(categories[counts.argmin()])!r} of "
+            f"{key!r}. With fewer than {CELLS_PER_DIMENSION} cells per dimension the log-ratios are noisy (on "
+            "700 PBMCs with random labels, a per-cell sd of 0.7-0.84 with 50 PCs against 0.27-0.31 with 10). "
+            f"Pass `n_pcs` (at most {max(1, fewest // CELLS_PER_DIMENSION)}) to use the leading principal "
+            "components only, or a lower-dimensional `use_rep`.",
+            UserWarning,
+            stacklevel=5,  # the user, the public tool, its body, prepare, here
+        )
 
     def check_columns(self, columns: Sequence[str]) -> None:
         """Refuse to replace a user's ``adata.obs`` column or ``adata.uns[key_added]`` entry.
