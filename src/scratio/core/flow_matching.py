@@ -356,3 +356,5 @@ class BlockPrediction(L.LightningModule):
             chunk = part[start : start + REDUCE_CHUNK].to(self.device)
             output[start : start + REDUCE_CHUNK] = strategy.reduce(chunk, reduce_op="sum").cpu()
         self._part = None
+        # no process tears its process group down while another still reads from it
+        strategy.barrier("scratio scores reduced")
