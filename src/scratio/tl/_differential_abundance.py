@@ -49,6 +49,7 @@ def differential_abundance(
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
     calibrate: bool = False,
+    n_neighbors: int | None = None,
     options: ToolOptions,
 ) -> AnnData | None:
     """Per-cell log-likelihood ratio of target conditions against a reference condition.
@@ -110,6 +111,16 @@ def differential_abundance(
         cells' labels support (see Notes). Cancels noise: on random labels the scale is 0 in most
         runs. Ranks, and so detection, do not change unless the scale is 0. Needs at least 16 held-out cells
         (``validation_fraction`` in ``train_kwargs``); not with ``model`` or ``sample_key``.
+    n_neighbors
+        Average each cell's log-ratio over its ``n_neighbors`` nearest cells in the
+        representation (itself included; Euclidean, scikit-learn), as MELD smooths over its cell
+        graph: less noise per cell, at the price of blurring the boundaries between states.
+        ``None`` (default): no averaging. On semi-synthetic labels on 700 PBMCs in 10 PCs, 15
+        raised the precision-recall AUC at every effect size (0.842 to 0.907 at delta 0.1) and
+        cut the per-cell sd on random labels from 0.27-0.31 to 0.14-0.24; in 50 PCs, where the
+        log-ratios are noisier than the neighbourhoods are alike, it lowered it at the larger
+        effects (benchmarks README, "Noise floor"). With ``calibrate=True`` the scale is fitted
+        before averaging. Not with ``sample_key`` (the test compares per-cell densities).
     {common}
 
     Returns
@@ -191,6 +202,8 @@ def differential_abundance(
         )
     if calibrate:
         _check_calibration(adata.n_obs, options, sample_key)
+    if n_neighbors is not None:
+        _check_neighbours(n_neighbors, adata.n_obs, sample_key)
     keys = [condition_key, *(k for k in (sample_key, batch_key) if k is not None)]
     run = ToolRun.prepare(
         adata, DIFFERENTIAL_ABUNDANCE, options, keys=keys, model_keys=[sample_key or condition_key],
@@ -233,6 +246,8 @@ def differential_abundance(
     if calibrate:
         calibration = _calibrate(scores, run.labels(condition_key), model.held_out, reference)
         scores = {t: v * calibration.loc[t, "scale"] for t, v in scores.items()}
+    if n_neighbors is not None:
+        scores = _neighbour_means(scores, run.x, n_neighbors)
     scores = {t: v.astype(np.float32) for t, v in scores.items()}
     calls, test = {}, None
     if designs:
@@ -294,6 +309,7 @@ def differential_abundance(
         "sample_key": sample_key,
         "batch_key": batch_key,
         "calibrate": calibrate,
+        "n_neighbors": n_neighbors,
         "categories": {k: v for k, v in run.categories.items() if k in (condition_key, sample_key)},
         **({"samples": groups} if groups else {}),
     }
@@ -320,6 +336,32 @@ def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | Non
             f"validation_fraction={training.validation_fraction} hold out none (fewer than 16). "
             "Raise `validation_fraction` in `train_kwargs`, or pass `calibrate=False`."
         )
+
+
+def _check_neighbours(n_neighbors: int, n_cells: int, sample_key: str | None) -> None:
+    if (
+        isinstance(n_neighbors, bool)
+        or not isinstance(n_neighbors, int | np.integer)
+        or not 1 <= n_neighbors <= n_cells
+    ):
+        raise ValueError(
+            f"`n_neighbors` must be an integer from 1 to the number of cells ({n_cells}), got {n_neighbors!r}; "
+            "pass `None` for no averaging."
+        )
+    if sample_key is not None:
+        raise ValueError(
+            "`n_neighbors` averages the log-ratios, but the test over samples (`sample_key`) calls each cell "
+            "from its own densities; pass one of the two."
+        )
+
+
+def _neighbour_means(scores: dict[str, np.ndarray], x: np.ndarray, n_neighbors: int) -> dict[str, np.ndarray]:
+    """Each cell's scores averaged over its ``n_neighbors`` nearest cells in ``x`` (itself included)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    neighbours = NearestNeighbors(n_neighbors=n_neighbors).fit(x).kneighbors(x, return_distance=False)
+    logger.info(f"differential_abundance: log-ratios averaged over each cell's {n_neighbors} nearest cells")
+    return {t: v[neighbours].mean(axis=1) for t, v in scores.items()}
 
 
 def _calibrate(
