@@ -72,10 +72,10 @@ def test_permutation_fdr_is_calibrated_under_sample_noise_and_finds_an_effect():
     called_anywhere, share_called = [], []
     for seed in range(60):
         log_p, _ = _null_and_effect(seed, 0.0)
-        q, n = sample_permutation_test(
+        q, n, typical = sample_permutation_test(
             log_p, THREE_BY_THREE, n_permutations=1000, rng=np.random.default_rng(seed)
         )
-        assert n == 20 and q.min() >= 1 / 20 and q.max() <= 1
+        assert n == 20 and q.min() >= 1 / 20 and q.max() <= 1 and typical == 0.0  # no normalisation
         called_anywhere.append((q < 0.1).any())
         share_called.append((q < 0.1).mean())
     assert np.mean(called_anywhere) <= 0.12
@@ -84,9 +84,9 @@ def test_permutation_fdr_is_calibrated_under_sample_noise_and_finds_an_effect():
     tpr, fdp = [], []
     for seed in range(5):  # an effect of 10 times the sample noise, in one region of 20
         log_p, is_da = _null_and_effect(seed, 3.0)
-        q, _ = sample_permutation_test(
+        q = sample_permutation_test(
             log_p, THREE_BY_THREE, n_permutations=1000, rng=np.random.default_rng(seed)
-        )
+        ).q
         called = q < 0.1
         tpr.append(called[is_da].mean())
         fdp.append((~is_da[called]).mean())
@@ -119,6 +119,12 @@ def test_median_normalization_does_not_call_a_dilution_shared_by_most_cells():
     assert (q["median"][is_da] < 0.1).mean() >= 0.9
     assert (q["median"][~is_da] < 0.1).mean() <= 0.01
     assert (q["none"][~is_da] < 0.1).mean() >= 0.5
+    # the size factors take (part of) the shared dilution, log 0.7, as the typical cell's
+    # log-ratio: with 40% of cells expanded and cell noise the median sits above it
+    typical = sample_permutation_test(
+        log_p, THREE_BY_THREE, n_permutations=10, rng=np.random.default_rng(0), normalization="median"
+    ).typical_log_ratio
+    assert np.log(0.7) - 0.05 < typical < -0.05
     with pytest.raises(
         ValueError, match=r"`sample_normalization` must be one of \('none', 'median'\), got 'tmm'"
     ):

@@ -21,17 +21,14 @@ from ._runner import ToolOptions, ToolRun, summarise, tool_function
 from ._significance import (
     FDR_METHOD,
     N_PERMUTATIONS,
-    SAMPLE_NORMALIZATIONS,
     STATISTIC,
     SampleDesign,
-    log_size_factors,
+    check_sample_normalization,
     sample_permutation_test,
 )
 
 #: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
 DA_S_MIN = 0.4
-#: Standard errors subtracted from the held-out scale of ``calibrate=True``.
-CALIBRATION_SHRINK = 1.0
 
 
 @tool_function(DIFFERENTIAL_ABUNDANCE)
@@ -196,10 +193,7 @@ def differential_abundance(
         raise ValueError(f"`alpha` must lie in (0, 1), got {alpha}.")
     if n_permutations < 2:
         raise ValueError(f"`n_permutations` must be at least 2, got {n_permutations}.")
-    if sample_normalization not in SAMPLE_NORMALIZATIONS:
-        raise ValueError(
-            f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {sample_normalization!r}."
-        )
+    check_sample_normalization(sample_normalization)
     if calibrate:
         _check_calibration(adata.n_obs, options, sample_key)
     if n_neighbors is not None:
@@ -268,7 +262,7 @@ def differential_abundance(
         }
         for t, design in designs.items():
             log_p_samples = per_sample[design.samples].to_numpy(np.float64)
-            fdr, n_assignments = sample_permutation_test(
+            result = sample_permutation_test(
                 log_p_samples,
                 design,
                 n_permutations=n_permutations,
@@ -276,16 +270,13 @@ def differential_abundance(
                 normalization=sample_normalization,
             )
             fdr_column, significant_column = test_columns[t]
-            calls[fdr_column] = fdr.astype(np.float32)
+            calls[fdr_column] = result.q.astype(np.float32)
             calls[significant_column] = calls[fdr_column] < alpha  # the written q-values decide
-            test["n_permutations"][t] = n_assignments
-            test["exhaustive"][t] = n_assignments == design.n_assignments
+            test["n_permutations"][t] = result.n_assignments
+            test["exhaustive"][t] = result.n_assignments == design.n_assignments
             test["columns"][t] = [fdr_column, significant_column]
             test["n_significant"][t] = int(calls[significant_column].sum())
-            # what the normalisation takes as "unchanged": calls are relative to it
-            factors = log_size_factors(log_p_samples, sample_normalization)
-            is_target = np.isin(design.samples, design.target)
-            test["typical_log_ratio"][t] = float(factors[is_target].mean() - factors[~is_target].mean())
+            test["typical_log_ratio"][t] = result.typical_log_ratio
 
     tables = {Uns.SUMMARY: _summary(scores, run.labels(condition_key), conditions)}
     if test is not None:
@@ -372,9 +363,7 @@ def _calibrate(
     for target, values in scores.items():
         n_target, n_reference = int(np.sum(labels == target)), int(np.sum(labels == reference))
         held = held_out[np.isin(labels[held_out], [target, reference])]
-        fit = fit_logit_scale(
-            values[held], labels[held] == target, np.log(n_target / n_reference), shrink=CALIBRATION_SHRINK
-        )
+        fit = fit_logit_scale(values[held], labels[held] == target, np.log(n_target / n_reference))
         logger.info(
             f"differential_abundance: {target!r} log-ratios scaled by {fit.scale:.3g} (held-out fit "
             f"{fit.scale_mle:.3g} +- {fit.standard_error:.2g} on {fit.n_cells} cells)"

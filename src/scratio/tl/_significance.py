@@ -15,6 +15,7 @@ import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -154,6 +155,14 @@ def pooled_permutation_fdr(observed: np.ndarray, permuted: Iterable[np.ndarray])
 SAMPLE_NORMALIZATIONS = ("none", "median")
 
 
+def check_sample_normalization(normalization: str) -> None:
+    """Refuse a normalisation that :func:`log_size_factors` does not know."""
+    if normalization not in SAMPLE_NORMALIZATIONS:
+        raise ValueError(
+            f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {normalization!r}."
+        )
+
+
 def log_size_factors(log_p: np.ndarray, normalization: str) -> np.ndarray:
     """Per sample, the log of the factor its densities are divided by before the test.
 
@@ -164,13 +173,22 @@ def log_size_factors(log_p: np.ndarray, normalization: str) -> np.ndarray:
     assumption of count-based tests (Milo normalises with edgeR's TMM), under which a dilution
     shared by most cells is not called.
     """
-    if normalization not in SAMPLE_NORMALIZATIONS:
-        raise ValueError(
-            f"`sample_normalization` must be one of {SAMPLE_NORMALIZATIONS}, got {normalization!r}."
-        )
+    check_sample_normalization(normalization)
     if normalization == "none":
         return np.zeros(log_p.shape[1])
     return np.median(log_p - log_p.mean(axis=1, keepdims=True), axis=0)
+
+
+class SampleTest(NamedTuple):
+    """What :func:`sample_permutation_test` found for one contrast."""
+
+    #: Per-cell q-values.
+    q: np.ndarray
+    #: Sample assignments evaluated, the observed one included.
+    n_assignments: int
+    #: The log-ratio the normalisation takes as unchanged (0 without normalisation): the target
+    #: samples' mean log size factor less the reference samples'. Calls are relative to it.
+    typical_log_ratio: float
 
 
 def sample_permutation_test(
@@ -180,14 +198,16 @@ def sample_permutation_test(
     n_permutations: int,
     rng: np.random.Generator,
     normalization: str = "none",
-) -> tuple[np.ndarray, int]:
-    """Per-cell q-values of ``design``'s contrast and the number of assignments evaluated.
+) -> SampleTest:
+    """Per-cell q-values of ``design``'s contrast, the assignments evaluated and the typical log-ratio.
 
     ``log_p`` holds ``log p(x | s)`` with one column per sample of ``design.samples``, in that
     order; each column is first divided by its size factor (:func:`log_size_factors`).
     """
-    log_p = log_p - log_size_factors(log_p, normalization)
+    factors = log_size_factors(log_p, normalization)
+    log_p = log_p - factors
     masks = design.assignments(n_permutations, rng)
     observed = moderated_t(log_p, masks[0])
     q = pooled_permutation_fdr(observed, (moderated_t(log_p, mask) for mask in masks[1:]))
-    return q, len(masks)
+    typical = float(factors[masks[0]].mean() - factors[~masks[0]].mean())
+    return SampleTest(q, len(masks), typical)
