@@ -104,6 +104,17 @@ class RowBlocks(Dataset):
     With ``world_size`` shares, share ``rank`` holds a contiguous run of about
     ``n_blocks / world_size`` blocks, the same blocks as in one share. A share without any block
     holds one empty block ``(n_rows, n_rows)``, so that every process reaches the end of the loop.
+
+    Parameters
+    ----------
+    n_rows
+        Rows to cover.
+    block_size
+        Rows per block (the last block may hold fewer).
+    rank
+        Which share (the process's rank).
+    world_size
+        Number of shares (processes).
     """
 
     def __init__(self, n_rows: int, block_size: int, *, rank: int = 0, world_size: int = 1):
@@ -143,10 +154,32 @@ def score_rows(
     devices: ScoringDevices = ScoringDevices(),
     desc: str = "scoring",
 ) -> np.ndarray:
-    """Values of every row, ``float32`` of shape ``(n_rows,)`` or ``(n_rows, width)``, in row order.
+    """Values of every row, in row order, block after block.
 
     With the default ``devices``, block after block on the network's device in this process;
-    else through Lightning's prediction loop with those devices (:class:`ScoringDevices`).
+    else through Lightning's prediction loop with those devices (:class:`ScoringDevices`),
+    each process scoring its share of the same blocks (:class:`RowBlocks`).
+
+    Parameters
+    ----------
+    network
+        The network the scores come from (moved to each process's device).
+    score
+        ``score(network, start, stop, device)``: the values of rows ``start:stop`` as a tensor.
+    n_rows
+        Number of rows.
+    block_size
+        Rows per call of ``score``.
+    width
+        Values per row; ``None`` for one.
+    devices
+        Where to score.
+    desc
+        Label of the progress bar.
+
+    Returns
+    -------
+    ``float32`` array of shape ``(n_rows,)`` or ``(n_rows, width)``.
     """
     if n_rows == 0:
         raise ValueError("No cells to score: the data has 0 rows.")
