@@ -10,6 +10,7 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import scratio as sr
@@ -114,6 +115,21 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
     estimate = model.log_ratio(data, numerator=numerator, denominator=denominator, estimator=method,
                                solver_steps=setting["solver_steps"], divergence=setting["divergence"])  # fmt: skip
     return estimate, time.perf_counter() - start
+
+
+def score_estimators(
+    model, data, numerator: dict, denominator: dict, setting: dict, metrics, methods=("s1", "s2", "naive")
+):
+    """Per estimator: ``metrics(estimate)`` (a dict), its wall time and whether every score is finite."""
+    scored = {}
+    for method in methods:
+        estimate, seconds = timed_log_ratio(model, data, numerator, denominator, method, setting)
+        scored[method] = {
+            **metrics(estimate),
+            "seconds": round(seconds, 2),
+            "finite": bool(np.isfinite(estimate).all()),
+        }
+    return scored
 
 
 # ------------------------------------------------------------------ baselines (benchmark env only)

@@ -12,7 +12,7 @@ test cells), the wall time of each estimator and the training budget.
 import json
 
 import numpy as np
-from _common import machine, parse_setting, timed_log_ratio, train_timed
+from _common import machine, parse_setting, score_estimators, train_timed
 
 import scratio as sr
 
@@ -58,13 +58,10 @@ def main():
                     "truth_variance": round(float(truth.var()), 3),
                     "estimators": {},
                 }  # fmt: skip
-                for method in ("s1", "s2", "naive"):
-                    estimate, seconds = timed_log_ratio(model, test, numerator, denominator, method, setting)
-                    run["estimators"][method] = {
-                        "mse": round(float(((estimate - truth) ** 2).mean()), 4),
-                        "seconds": round(seconds, 2),
-                        "finite": bool(np.isfinite(estimate).all()),
-                    }
+                run["estimators"] = score_estimators(
+                    model, test, numerator, denominator, setting,
+                    lambda estimate, truth=truth: {"mse": round(float(((estimate - truth) ** 2).mean()), 4)},
+                )  # fmt: skip
                 runs.append(run)
                 e = run["estimators"]
                 print(

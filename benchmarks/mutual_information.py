@@ -13,7 +13,7 @@ model targets with s_min > 0.
 import json
 
 import numpy as np
-from _common import machine, parse_setting, timed_log_ratio, train_timed
+from _common import machine, parse_setting, score_estimators, train_timed
 
 import scratio as sr
 
@@ -65,15 +65,17 @@ def main():
                 **training,
                 "estimators": {},
             }  # fmt: skip
-            for method in ("s1", "s2"):
-                estimate, seconds = timed_log_ratio(model, test, numerator, denominator, method, setting)
-                run["estimators"][method] = {
+
+            def metrics(estimate, mi=mi, truth=truth):
+                return {
                     "mi_estimate": round(float(estimate.mean()), 4),
                     "abs_error": round(abs(float(estimate.mean()) - mi), 4),
                     "per_cell_mse": round(float(((estimate - truth) ** 2).mean()), 4),
-                    "seconds": round(seconds, 2),
-                    "finite": bool(np.isfinite(estimate).all()),
                 }
+
+            run["estimators"] = score_estimators(
+                model, test, numerator, denominator, setting, metrics, methods=("s1", "s2")
+            )
             runs.append(run)
             e = run["estimators"]
             print(
