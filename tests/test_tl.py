@@ -319,9 +319,9 @@ def test_many_dimensions_for_few_cells_warn_before_training(no_training):
         obs=pd.DataFrame({"condition": np.where(np.arange(300) < 100, "control", "treated")}),
         obsm={"X_pca": rng.normal(size=(300, 12)).astype(np.float32)},
     )
-    # 100 control cells for 12 dimensions: fewer than 20 per dimension
+    # 100 control cells for 12 dimensions: fewer than 30 per dimension
     with pytest.warns(
-        UserWarning, match=r"12 dimensions for 100 cells in 'control'.*`n_pcs` \(at most 5\)"
+        UserWarning, match=r"12 dimensions for 100 cells in 'control'.*`n_pcs` \(at most 3\)"
     ) as record:
         with pytest.raises(AssertionError, match="training started"):
             sr.tl.differential_abundance(adata, "condition", "control", use_rep="X_pca")
@@ -329,7 +329,38 @@ def test_many_dimensions_for_few_cells_warn_before_training(no_training):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         with pytest.raises(AssertionError, match="training started"):
-            sr.tl.differential_abundance(adata, "condition", "control", use_rep="X_pca", n_pcs=5)
+            sr.tl.differential_abundance(adata, "condition", "control", use_rep="X_pca", n_pcs=3)
+
+
+def test_auto_n_pcs_keeps_the_components_the_cells_support():
+    rng = np.random.default_rng(0)
+    sd = np.linspace(3.0, 0.5, 12)  # ordered by variance, as principal components are
+    adata = ad.AnnData(
+        obs=pd.DataFrame({"condition": np.where(np.arange(300) < 100, "control", "treated")}),
+        obsm={"X_pca": (rng.normal(size=(300, 12)) * sd).astype(np.float32)},
+    )
+    small = {"n_steps": 20, "batch_size": 64, "width": 16}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # chosen, not warned about
+        sr.tl.differential_abundance(adata, "condition", "control", **small)
+    params = adata.uns["scratio_da"]["params"]
+    assert (params["n_pcs"], params["n_dims"]) == ("auto", 3)  # 100 control cells, 30 per dimension
+    assert adata.obsm["X_pca"].shape == (300, 12)  # the user's representation is untouched
+    with pytest.warns(UserWarning, match=r"12 dimensions for 100 cells"):
+        sr.tl.differential_abundance(adata, "condition", "control", n_pcs=None, **small)
+    params = adata.uns["scratio_da"]["params"]
+    assert (params["n_pcs"], params["n_dims"]) == ("all", 12)
+    sr.tl.differential_abundance(adata, "condition", "control", n_pcs=3, **small)
+    params = adata.uns["scratio_da"]["params"]
+    assert (params["n_pcs"], params["n_dims"]) == (3, 3)
+
+
+@pytest.mark.parametrize("n_pcs", [0, -1, 2.5, "all"])
+def test_bad_n_pcs_is_refused_before_training(no_training, n_pcs):
+    adata = da_data(300)
+    with pytest.raises(ValueError, match=r"`n_pcs` must be 'auto', None"):
+        sr.tl.differential_abundance(adata, "condition", "control", n_pcs=n_pcs)
+    assert "scratio_da" not in adata.uns
 
 
 @pytest.mark.parametrize("kind", ["string", "numeric", "bool"])

@@ -19,16 +19,23 @@ class Tool:
         The function's name in :mod:`scratio.tl`, recorded as ``params["tool"]``.
     key_added
         Its default ``key_added``.
+    n_pcs
+        Its default ``n_pcs``: ``None`` (every column of the representation) or
+        :data:`AUTO_N_PCS` (as many leading components as the compared cells support).
     """
 
     name: str
     key_added: str
+    n_pcs: str | None = None
 
     def __str__(self) -> str:
         return f"sr.tl.{self.name}"
 
 
-DIFFERENTIAL_ABUNDANCE = Tool("differential_abundance", "scratio_da")
+#: ``n_pcs`` chosen from the number of cells (:meth:`scratio.tl._runner.ToolRun.prepare`).
+AUTO_N_PCS = "auto"
+
+DIFFERENTIAL_ABUNDANCE = Tool("differential_abundance", "scratio_da", n_pcs=AUTO_N_PCS)
 BATCH_EFFECT_SCORE = Tool("batch_effect_score", "scratio_batch")
 COMBINATION_EFFECT = Tool("combination_effect", "scratio_combination")
 DONOR_RESPONSE = Tool("donor_response", "scratio_donor")

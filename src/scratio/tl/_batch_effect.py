@@ -56,7 +56,12 @@ def batch_effect_score(
     >>> sr.tl.batch_effect_score(adata, "batch", "cell_type", use_rep="X_scVI", key_added="batch_scvi")
     """
     run = ToolRun.prepare(
-        adata, BATCH_EFFECT_SCORE, options, keys=[label_key, batch_key], columns=[options.key_added]
+        adata,
+        BATCH_EFFECT_SCORE,
+        options,
+        keys=[label_key, batch_key],
+        compared_key=batch_key,
+        columns=[options.key_added],
     )
     model = run.fit()
     own = {label_key: run.labels(label_key), batch_key: run.labels(batch_key)}

@@ -22,7 +22,7 @@ def against_control(
     scored cells.
     """
     run = ToolRun.prepare(
-        adata, tool, options, keys=[group_key, condition_key], required={condition_key: [control]},
+        adata, tool, options, keys=[group_key, condition_key], compared_key=condition_key, required={condition_key: [control]},
         columns=[options.key_added],
     )  # fmt: skip
     control = str(control)

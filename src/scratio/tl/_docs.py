@@ -4,6 +4,15 @@
 COMMON = """\
 use_rep
     Key of the embedding in ``adata.obsm`` (e.g. ``"X_pca"``, ``"X_scVI"``).
+n_pcs
+    Use only the first ``n_pcs`` columns of ``use_rep`` (``None``: all). ``"auto"`` (the default
+    of :func:`~scratio.tl.differential_abundance`) uses all of them when the smallest category the
+    tool compares has at least 30 cells per column, and otherwise as many leading columns as it
+    has 30 cells for, if the columns are ordered by variance as principal components are (else
+    all, with a warning). Densities in fewer dimensions need fewer cells: on 700 PBMCs with
+    random labels, the log-ratios' per-cell noise sd is 0.76 with all 50 PCs and 0.29 with 10;
+    with a weak real effect, PR-AUC 0.74 and 0.84. Every tool warns when a category it compares
+    has fewer than 30 cells per dimension.
 key_added
     Name of the ``adata.obs`` column and ``adata.uns`` entry written.
 model
@@ -39,8 +48,8 @@ overwrite
 random_state
     Seed of the network, of training and of any Hutchinson probes.
 model_kwargs
-    Options of :class:`~scratio.RatioFlow` (``n_pcs``, ``schedule``, ``s_min``, ``width``,
-    ``n_layers``, ...)."""
+    Options of :class:`~scratio.RatioFlow` (``schedule``, ``s_min``, ``width``, ``n_layers``,
+    ...)."""
 
 #: The start of every tool's Returns section.
 RETURNS = """\

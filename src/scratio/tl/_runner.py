@@ -22,7 +22,7 @@ import pandas as pd
 from anndata import AnnData, ImplicitModificationWarning
 
 from scratio._docs import doc_params
-from scratio._keys import TOOLS, Params, Tool, Uns
+from scratio._keys import AUTO_N_PCS, TOOLS, Params, Tool, Uns
 from scratio._registration import RegisteredCells
 from scratio._scoring import make_solver
 from scratio._settings import logger
@@ -35,7 +35,7 @@ from scratio.model import NETWORK_OPTIONS, RatioFlow
 from . import _docs as docs
 
 #: Options of RatioFlow(...) a tool forwards besides the network's.
-MODEL_OPTIONS = ("schedule", "s_min", "s_path", "n_pcs", *NETWORK_OPTIONS)
+MODEL_OPTIONS = ("schedule", "s_min", "s_path", *NETWORK_OPTIONS)
 
 
 def _check_options(tool: Tool, options: ToolOptions) -> None:
@@ -51,6 +51,10 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
         del scoring[name]
     make_solver(scoring.pop("solver"), scoring.pop("random_state"), scoring)
     options.placement.check()  # e.g. no GPU: said now, not after training
+    n_pcs = options.n_pcs
+    whole = isinstance(n_pcs, int | np.integer) and not isinstance(n_pcs, bool)
+    if not (n_pcs is None or n_pcs == AUTO_N_PCS or (whole and n_pcs >= 1)):
+        raise ValueError(f"`n_pcs` must be 'auto', None (every column) or a positive integer, got {n_pcs!r}.")
     try:
         TrainingOptions.from_kwargs(
             n_steps=options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {})
@@ -60,9 +64,27 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
 
 
 #: Fewest cells per dimension of the representation, in the smallest category of the tool's
-#: condition, below which a tool warns (benchmarks README, "Noise floor": 7 cells per dimension
-#: gave a noise sd 2.7x that of 35).
-CELLS_PER_DIMENSION = 20
+#: condition: ``n_pcs="auto"`` keeps no more leading components than this allows, and a chosen
+#: ``n_pcs`` beyond it warns (benchmarks README, "Noise floor" and "Dimensions").
+CELLS_PER_DIMENSION = 30
+
+
+def ordered_by_variance(sd: np.ndarray) -> bool:
+    """Whether columns with these standard deviations look like principal components.
+
+    Each column's sd at most 10% above the previous one's (neighbouring components may swap
+    on a subset of the cells), and the last at most half the first.
+    """
+    return bool(np.all(sd[1:] <= 1.1 * sd[:-1]) and sd[-1] <= 0.5 * sd[0])
+
+
+def _new_model(adata: AnnData, options: ToolOptions, model_keys: Sequence[str], *, n_pcs: int | str | None):
+    """An untrained model of ``adata`` with the call's options, on the first ``n_pcs`` columns."""
+    return RatioFlow(
+        adata, options.use_rep, model_keys, n_pcs=None if n_pcs == AUTO_N_PCS else n_pcs, min_cells=options.min_cells,
+        random_state=options.random_state, **options.model_kwargs,
+    )  # fmt: skip
+
 
 #: Fix appended to every message about a passed ``model`` that cannot be used.
 NEW_MODEL = "pass `model=None` to train a new one"
@@ -73,6 +95,7 @@ class ToolOptions:
     """The options every tool takes, with their defaults stated once (the tools' signatures read them)."""
 
     use_rep: str = "X_pca"
+    n_pcs: int | str | None = None
     key_added: str | None = None
     model: RatioFlow | None = None
     n_steps: int | None = None
@@ -122,7 +145,7 @@ def tool_function(tool: Tool) -> Callable[[Callable], Callable]:
         inspect.Parameter(
             f.name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=tool.key_added if f.name == "key_added" else f.default,
+            default={"key_added": tool.key_added, "n_pcs": tool.n_pcs}.get(f.name, f.default),
             annotation=str if f.name == "key_added" else option_types[f.name],
         )
         for f in dataclasses.fields(ToolOptions)
@@ -178,6 +201,7 @@ class ToolRun:
         options: ToolOptions,
         *,
         keys: Sequence[str],
+        compared_key: str,
         model_keys: Sequence[str] | None = None,
         required: Mapping[str, Sequence[Any]] | None = None,
         columns: Sequence[str] = (),
@@ -197,6 +221,9 @@ class ToolRun:
             The common options of the call.
         keys
             Condition columns of ``adata.obs`` the tool reads.
+        compared_key
+            The key whose categories the tool's log-ratios compare: the cells of its smallest
+            category bound the dimensions of the representation (``n_pcs="auto"``).
         model_keys
             The keys the model conditions on (default: ``keys``).
         required
@@ -211,10 +238,7 @@ class ToolRun:
         _check_options(tool, options)
         model = options.model
         if model is None:
-            model = RatioFlow(
-                adata, options.use_rep, model_keys, min_cells=options.min_cells,
-                random_state=options.random_state, **options.model_kwargs,
-            )  # fmt: skip
+            model = _new_model(adata, options, model_keys, n_pcs=options.n_pcs)
             cells = model.cells
         else:
             if not isinstance(model, RatioFlow):
@@ -241,21 +265,38 @@ class ToolRun:
         if columns:
             run.check_columns(columns)
         if options.model is None:
-            run._advise_fewer_dimensions(keys[0])
+            run._choose_dimensions(compared_key)
         return run
 
-    def _advise_fewer_dimensions(self, key: str) -> None:
-        """Warn when the smallest category of ``key`` has few cells for the representation's dimensions."""
+    def _choose_dimensions(self, key: str) -> None:
+        """Keep as many leading components as the smallest category of ``key`` supports (``n_pcs="auto"``).
+
+        With fewer than :data:`CELLS_PER_DIMENSION` cells per dimension in that category, the
+        model is rebuilt on the leading ``fewest // CELLS_PER_DIMENSION`` columns when the
+        columns are principal components (:func:`ordered_by_variance`); otherwise, or when the
+        user chose ``n_pcs``, the tool warns.
+        """
         n_dims = self.x.shape[1]
         categories, counts = np.unique(self.labels(key), return_counts=True)
         fewest = int(counts.min())
-        if fewest >= CELLS_PER_DIMENSION * n_dims:
+        smallest = str(categories[counts.argmin()])
+        supported = max(1, fewest // CELLS_PER_DIMENSION)
+        if supported >= n_dims:
+            return
+        if self.options.n_pcs == AUTO_N_PCS and ordered_by_variance(self.model.registration.scale):
+            self.model = _new_model(self.adata, self.options, self.model_keys, n_pcs=supported)
+            self.cells = self.model.cells
+            logger.info(
+                f"{self.tool.name}: using the first {supported} of {n_dims} components of {self.options.use_rep!r} "
+                f"({fewest} cells in {smallest!r} of {key!r}, {CELLS_PER_DIMENSION} per dimension); "
+                "pass `n_pcs` to choose"
+            )
             return
         warnings.warn(
-            f"{self.tool.name}: {n_dims} dimensions for {fewest} cells in {str(categories[counts.argmin()])!r} of "
+            f"{self.tool.name}: {n_dims} dimensions for {fewest} cells in {smallest!r} of "
             f"{key!r}. With fewer than {CELLS_PER_DIMENSION} cells per dimension the log-ratios are noisy (on "
             "700 PBMCs with random labels, a per-cell sd of 0.7-0.84 with 50 PCs against 0.27-0.31 with 10). "
-            f"Pass `n_pcs` (at most {max(1, fewest // CELLS_PER_DIMENSION)}) to use the leading principal "
+            f"Pass `n_pcs` (at most {supported}) to use the leading principal "
             "components only, or a lower-dimensional `use_rep`.",
             UserWarning,
             stacklevel=5,  # the user, the public tool, its body, prepare, here
@@ -414,6 +455,7 @@ class ToolRun:
             Params.COLUMNS: columns,
             Params.RATIOS: [ratios[column] for column in columns],
             "use_rep": record.pop("use_rep"),
+            "n_pcs": _n_pcs_record(self.options.n_pcs if self.options.model is None else self.model.n_pcs),
             "n_dims": record.pop("n_dims"),
             "random_state": record.pop("random_state"),
             "model_condition_keys": record.pop("condition_keys"),
@@ -425,6 +467,11 @@ class ToolRun:
             "scoring": scoring,
             "scratio_version": __version__,
         }
+
+
+def _n_pcs_record(n_pcs: int | str | None) -> int | str:
+    """``n_pcs`` as asked for, writable to ``.h5ad`` (``"all"`` for ``None``)."""
+    return "all" if n_pcs is None else n_pcs if n_pcs == AUTO_N_PCS else int(n_pcs)
 
 
 def _written_by_scratio(adata: AnnData) -> set[str]:
