@@ -355,6 +355,16 @@ def test_auto_n_pcs_keeps_the_components_the_cells_support():
     assert (params["n_pcs"], params["n_dims"]) == (3, 3)
 
 
+def test_only_principal_components_are_cut():
+    from scratio.tl._runner import ordered_by_variance
+
+    sd = np.array([5.6, 4.6, 3.8, 3.4, 3.0, 2.7, 2.1, 1.8, 1.8, 1.7])  # pbmc68k_reduced's first PCs
+    assert ordered_by_variance(sd)
+    assert ordered_by_variance(sd * [1, 1, 1, 1, 1, 1, 1, 1, 1.05, 1])  # neighbours may swap a little
+    assert not ordered_by_variance(sd[::-1])  # e.g. a latent space in no particular order
+    assert not ordered_by_variance(np.ones(10))  # standardised: nothing says which columns matter
+
+
 @pytest.mark.parametrize("n_pcs", [0, -1, 2.5, "all"])
 def test_bad_n_pcs_is_refused_before_training(no_training, n_pcs):
     adata = da_data(300)
