@@ -547,6 +547,9 @@ def test_every_tool_takes_the_common_options_with_one_default_each():
         parameters = inspect.signature(tool).parameters
         assert common <= set(parameters), name
         assert parameters["key_added"].default == TOOLS[name].key_added
+        assert parameters["n_pcs"].default == TOOLS[name].n_pcs
+        # documentation tools unwrap decorators: they must find the public signature too
+        assert inspect.signature(inspect.unwrap(tool)).parameters == parameters
         assert parameters["batch_size"].default == 1024 and parameters["solver_steps"].default == 2
         assert "    solver_steps\n" in tool.__doc__ and "``None``, or the AnnData" in tool.__doc__
 

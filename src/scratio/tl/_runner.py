@@ -168,6 +168,8 @@ def tool_function(tool: Tool) -> Callable[[Callable], Callable]:
             )
             return body(**values, options=options)
 
+        # Documentation tools that unwrap decorators stop here, at the public keywords.
+        del run.__wrapped__
         run.__signature__ = signature
         hints = typing.get_type_hints(body)
         run.__annotations__ = {
