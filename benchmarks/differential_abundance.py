@@ -356,8 +356,14 @@ def print_tables(final):
             paper = PAPER.get(r["method"])
             ref = " / ".join(f"{paper[m]:g}" for m in METRICS) if paper else "-"
             spear = " / ".join(f"{r[f'{m}_spearman_delta']}" for m in METRICS)
-            print(f"| {r['method']} | {r['n_runs']} | {r['pr_auc_delta_ge_0.4']:.3f} | {r['nar_delta_ge_0.4']:.2f} | "
-                  f"{r['csp_delta_ge_0.4']:.3f} | {spear} | {r['seconds_median']:.1f} | {ref} |")  # fmt: skip
+            pr_auc, nar, csp = (_number(r[f"{m}_delta_ge_0.4"], digits) for m, digits in zip(METRICS, (3, 2, 3)))
+            print(f"| {r['method']} | {r['n_runs']} | {pr_auc} | {nar} | {csp} | {spear} | "
+                  f"{r['seconds_median']:.1f} | {ref} |")  # fmt: skip
+
+
+def _number(value, digits):
+    """``value`` rounded for a table; "-" when the runs had no delta >= 0.4."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def plot(final, path):
