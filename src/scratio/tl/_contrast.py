@@ -22,8 +22,8 @@ def against_control(
     scored cells.
     """
     run = ToolRun.prepare(
-        adata, tool, options, keys=[group_key, condition_key], compared_key=condition_key, required={condition_key: [control]},
-        columns=[options.key_added],
+        adata, tool, options, keys=[group_key, condition_key], compared_key=condition_key,
+        required={condition_key: [control]}, columns=[options.key_added],
     )  # fmt: skip
     control = str(control)
     group, condition = run.labels(group_key), run.labels(condition_key)

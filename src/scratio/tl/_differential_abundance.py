@@ -200,8 +200,8 @@ def differential_abundance(
         _check_neighbours(n_neighbors, adata.n_obs, sample_key)
     keys = [condition_key, *(k for k in (sample_key, batch_key) if k is not None)]
     run = ToolRun.prepare(
-        adata, DIFFERENTIAL_ABUNDANCE, options, keys=keys, compared_key=condition_key, model_keys=[sample_key or condition_key],
-        required={condition_key: [reference, *(targets or [])]},
+        adata, DIFFERENTIAL_ABUNDANCE, options, keys=keys, compared_key=condition_key,
+        model_keys=[sample_key or condition_key], required={condition_key: [reference, *(targets or [])]},
     )  # fmt: skip
     reference, conditions = str(reference), run.categories[condition_key]
     targets = list(dict.fromkeys(targets or [c for c in conditions if c != reference]))

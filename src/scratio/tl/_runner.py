@@ -65,7 +65,7 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
 
 #: Fewest cells per dimension of the representation, in the smallest category of the tool's
 #: condition: ``n_pcs="auto"`` keeps no more leading components than this allows, and a chosen
-#: ``n_pcs`` beyond it warns (benchmarks README, "Noise floor" and "Dimensions").
+#: ``n_pcs`` beyond it warns (benchmarks README, "Noise floor": fixed numbers of PCs).
 CELLS_PER_DIMENSION = 30
 
 
