@@ -356,7 +356,9 @@ def print_tables(final):
             paper = PAPER.get(r["method"])
             ref = " / ".join(f"{paper[m]:g}" for m in METRICS) if paper else "-"
             spear = " / ".join(f"{r[f'{m}_spearman_delta']}" for m in METRICS)
-            pr_auc, nar, csp = (_number(r[f"{m}_delta_ge_0.4"], digits) for m, digits in zip(METRICS, (3, 2, 3)))
+            pr_auc, nar, csp = (
+                _number(r[f"{m}_delta_ge_0.4"], digits) for m, digits in zip(METRICS, (3, 2, 3), strict=True)
+            )
             print(f"| {r['method']} | {r['n_runs']} | {pr_auc} | {nar} | {csp} | {spear} | "
                   f"{r['seconds_median']:.1f} | {ref} |")  # fmt: skip
 

@@ -57,6 +57,7 @@ PRESETS = {
 }  # fmt: skip
 METHODS = ["default", "calibrate", "scale_mle", "knn15", "meld"]
 K_NEIGHBOURS = 15
+SUMMARY_METRICS = ("sd", "mean", "flagged", "pr_auc", "nar", "csp", "rmse", "scale", "n_dims", "seconds")
 
 
 def random_labels(adata, seed):
@@ -227,7 +228,7 @@ def results(setting, runs):
         keys = ["part", "dataset", "n_cells", "n_pcs", "delta", "method"]
         for key, group in frame.groupby(keys, sort=False, dropna=False):
             row = dict(zip(keys, key, strict=True)) | {"n_runs": len(group)}
-            for metric in ("sd", "mean", "flagged", "pr_auc", "nar", "csp", "rmse", "scale", "n_dims", "seconds"):
+            for metric in SUMMARY_METRICS:
                 if metric in group and group[metric].notna().any():
                     row[metric] = round(float(group[metric].mean()), 4)
             row["sd_max"] = round(float(group["sd"].max()), 4)
