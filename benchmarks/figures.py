@@ -45,8 +45,9 @@ def batch_plot():
 def differential_abundance(out: Path) -> None:
     adata = sr.datasets.pbmc68k_da(delta=0.4)
     adata.obsm["X_pca_10"] = adata.obsm["X_pca"][:, :10].copy()
+    # n_pcs=10 on X_pca: the 10 columns this figure always used; the default n_pcs="auto" would cut to 9
     sr.tl.differential_abundance(
-        adata, "condition", "control", "treated", groupby="leiden", use_rep="X_pca_10", **TRAINING
+        adata, "condition", "control", "treated", groupby="leiden", n_pcs=10, **TRAINING
     )
     save(sr.pl.ratio_embedding(adata, "scratio_da", return_fig=True), out, "ratio_embedding")
     # What the ratio_embedding docstring recommends for a plain scanpy call.
