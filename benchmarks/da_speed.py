@@ -1,0 +1,102 @@
+"""Issue 11, goal 6: differential abundance on 20,000 cells x 20 dimensions, end to end, against MELD.
+
+The data are the 20,000-cell Gaussian set of ``differential_abundance.py`` cut to its first 20
+PCs, with the semi-synthetic labels at delta 0.4 (seed 0). Each round times, in this order and
+in one process with the machine's default threads:
+
+``scratio``
+    ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated")``,
+    every option at its default (3,000 training steps, exact divergence, rk4 in 2 steps). To split
+    it, the same model is trained again outside the tool (the same numbers) and its scoring
+    timed alone; the rest of the call is training and bookkeeping.
+``meld``
+    ``meld.MELD()`` defaults on the same 20 PCs, normalised densities, as in section 3.
+
+    python benchmarks/da_speed.py              # 3 rounds, about 6 min
+
+Results: ``results/da_speed.json``.
+"""
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import machine, meld_likelihoods
+from differential_abundance import gaussian_base, pbmc68k_base
+
+import scratio as sr
+
+N_DIMS = 20
+GOAL_SECONDS = 20.0
+
+
+def data():
+    """The 20,000-cell Gaussian set, first 20 PCs, semi-synthetic labels at delta 0.4 (seed 0)."""
+    base = gaussian_base(pbmc68k_base(), 20_000)
+    base.obsm["X_pca"] = np.ascontiguousarray(base.obsm["X_pca"][:, :N_DIMS])
+    return sr.datasets.semi_synthetic_da(base, "leiden", delta=0.4, random_state=0, copy=True)
+
+
+def time_scratio(adata):
+    """Wall seconds of the default call, and of scoring alone with the model it trained."""
+    start = time.perf_counter()
+    result = sr.tl.differential_abundance(
+        adata, "condition", reference="control", target="treated", copy=True
+    )
+    total = time.perf_counter() - start
+    model = sr.RatioFlow(adata, "X_pca", ["condition"], s_min=0.4, random_state=0)
+    model.train(3000, batch_size=1024)
+    start = time.perf_counter()
+    log_p = model.category_log_likelihoods(key="condition", solver_steps=2)
+    scoring = time.perf_counter() - start
+    assert np.allclose(log_p["treated"] - log_p["control"], result.obs["scratio_da"], atol=1e-3)
+    return total, scoring, result.uns["scratio_da"]["params"]["n_dims"]
+
+
+def time_meld(adata):
+    start = time.perf_counter()
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    meld_likelihoods(
+        adata.obsm["X_pca"], labels, {c: [c] for c in ("control", "treated")}, beta=60, knn=5, seed=0
+    )
+    return time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "da_speed.json"))
+    args = parser.parse_args()
+    sr.settings.verbosity = 0
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    adata = data()
+    rounds = []
+    for index in range(args.rounds):
+        total, scoring, n_dims = time_scratio(adata)
+        meld_seconds = time_meld(adata)
+        rounds.append({"round": index, "scratio_seconds": round(total, 2), "scoring_seconds": round(scoring, 2),
+                       "training_and_rest_seconds": round(total - scoring, 2), "meld_seconds": round(meld_seconds, 2),
+                       "ratio_to_meld": round(total / meld_seconds, 1), "n_dims": n_dims})  # fmt: skip
+        print(rounds[-1], flush=True)
+    median = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0] if key.endswith("seconds")}
+    final = {
+        "setting": {
+            "n_cells": adata.n_obs,
+            "n_dims": N_DIMS,
+            "goal_seconds": GOAL_SECONDS,
+            "torch_threads": torch.get_num_threads(),
+            "machine": machine()["machine"],
+        },  # fmt: skip
+        "median": median | {"ratio_to_meld": round(median["scratio_seconds"] / median["meld_seconds"], 1)},
+        "rounds": rounds,
+    }
+    Path(args.out).write_text(json.dumps(final, indent=1))
+    print(final["median"])
+
+
+if __name__ == "__main__":
+    main()
