@@ -56,6 +56,11 @@ def check_variance(std: np.ndarray, n_cells: int, use_rep: str) -> None:
         )
 
 
+def is_whole_number(value) -> bool:
+    """Whether ``value`` is a Python or numpy integer (``True`` and ``False`` are not)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def get_categorical(adata: AnnData, key: str) -> pd.Categorical:
     """``adata.obs[key]`` as a categorical without missing values; strings and numbers are accepted."""
     if key not in adata.obs.columns:

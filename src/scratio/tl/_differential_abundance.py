@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._settings import logger
+from scratio._validation import is_whole_number
 from scratio.core.calibration import fit_logit_scale
 from scratio.core.training import TrainingOptions
 
@@ -330,11 +331,7 @@ def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | Non
 
 
 def _check_neighbours(n_neighbors: int, n_cells: int, sample_key: str | None) -> None:
-    if (
-        isinstance(n_neighbors, bool)
-        or not isinstance(n_neighbors, int | np.integer)
-        or not 1 <= n_neighbors <= n_cells
-    ):
+    if not (is_whole_number(n_neighbors) and 1 <= n_neighbors <= n_cells):
         raise ValueError(
             f"`n_neighbors` must be an integer from 1 to the number of cells ({n_cells}), got {n_neighbors!r}; "
             "pass `None` for no averaging."

@@ -26,7 +26,7 @@ from scratio._keys import AUTO_N_PCS, TOOLS, Params, Tool, Uns
 from scratio._registration import RegisteredCells
 from scratio._scoring import make_solver
 from scratio._settings import logger
-from scratio._validation import check_categories, check_required, get_categorical
+from scratio._validation import check_categories, check_required, get_categorical, is_whole_number
 from scratio._version import __version__
 from scratio.core.prediction import ScoringDevices
 from scratio.core.training import TrainingOptions
@@ -52,8 +52,7 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
     make_solver(scoring.pop("solver"), scoring.pop("random_state"), scoring)
     options.placement.check()  # e.g. no GPU: said now, not after training
     n_pcs = options.n_pcs
-    whole = isinstance(n_pcs, int | np.integer) and not isinstance(n_pcs, bool)
-    if not (n_pcs is None or n_pcs == AUTO_N_PCS or (whole and n_pcs >= 1)):
+    if not (n_pcs is None or n_pcs == AUTO_N_PCS or (is_whole_number(n_pcs) and n_pcs >= 1)):
         raise ValueError(f"`n_pcs` must be 'auto', None (every column) or a positive integer, got {n_pcs!r}.")
     try:
         TrainingOptions.from_kwargs(
