@@ -57,6 +57,24 @@ def test_moderated_t_closed_form():
     # difference 3, Welch s.e. sqrt(1/3 + 1/3), fudge = median of (0.816, 0) = 0.408
     se = np.sqrt(2 / 3)
     np.testing.assert_allclose(t, [3 / (se + se / 2), 0.0])
+    # TREAT: each difference moves towards 0 by the threshold, and one smaller than it becomes 0
+    log_p[1, 3:] = 1.4  # a difference of 0.4
+    t = moderated_t(log_p, np.array([True, True, True, False, False, False]), min_log_ratio=0.5)
+    np.testing.assert_allclose(t, [-(3 - 0.5) / (se + se / 2), 0.0])  # differences -3 and -0.4
+
+
+def test_min_log_ratio_calls_changes_beyond_it_and_not_at_it():
+    found, at_threshold = [], []
+    for seed in range(30):
+        for effect, record in ((3.0, found), (0.5, at_threshold)):
+            log_p, is_da = _null_and_effect(seed, effect)
+            q = sample_permutation_test(
+                log_p, THREE_BY_THREE, n_permutations=1000, rng=np.random.default_rng(seed), min_log_ratio=0.5
+            ).q
+            record.append((q[is_da] < 0.1).mean())
+    assert np.mean(found) >= 0.9  # 3 nats of change, 0.5 of them the threshold
+    # a change of exactly the threshold is tested as no change: called in at most alpha of datasets
+    assert np.mean(np.array(at_threshold) > 0) <= 0.1
 
 
 def _null_and_effect(seed: int, effect: float) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +167,7 @@ def replicate_results():
         ("null", None, "median"),  # the default
         ("expanded", 0, "none"),
         ("expanded, median", 0, "median"),
+        ("expanded, median, threshold", 0, "median"),
     ]:
         adata = sr.datasets.replicate_design(
             1500,
@@ -165,6 +184,7 @@ def replicate_results():
             "control",
             sample_key="sample",
             sample_normalization=normalization,
+            min_log_ratio=0.2 if name.endswith("threshold") else 0.0,
             n_steps=600,
             batch_size=256,
         )
@@ -222,6 +242,21 @@ def test_da_significance_with_median_normalization_calls_the_expanded_state_only
     # the diluted states (share 1/4 -> 1/7) are called depleted by density, not once normalised
     assert called["none"][~is_da].mean() >= 0.2
     assert called["median"][~is_da].mean() <= 0.05
+
+
+def test_da_min_log_ratio_keeps_the_ratios_and_calls_a_subset(replicate_results):
+    plain, treat = replicate_results["expanded, median"], replicate_results["expanded, median, threshold"]
+    np.testing.assert_array_equal(treat.obs["scratio_da"], plain.obs["scratio_da"])  # same model, same ratios
+    assert plain.uns["scratio_da"]["test"]["min_log_ratio"] == 0.0
+    assert treat.uns["scratio_da"]["test"]["min_log_ratio"] == 0.2
+    called = {
+        name: a.obs["scratio_da_significant"].to_numpy() for name, a in [("plain", plain), ("treat", treat)]
+    }
+    assert not (called["treat"] & ~called["plain"]).any()  # a higher bar calls no new cell
+    # the expanded state's share changes 4-fold relative to the others (log 4 = 1.39 > 0.2)
+    is_da = treat.obs["is_da"].to_numpy()
+    assert called["treat"][is_da].mean() >= 0.8
+    assert (treat.obs["scratio_da_fdr"] >= plain.obs["scratio_da_fdr"]).all()
 
 
 def test_da_significance_within_batches(monkeypatch):
@@ -305,6 +340,24 @@ BAD_TEST = {
         {"sample_key": "sample", "sample_normalization": "tmm"},
         ValueError,
         r"`sample_normalization` must be one of \('none', 'median'\), got 'tmm'",
+    ),
+    "negative threshold": (
+        None,
+        {"sample_key": "sample", "min_log_ratio": -0.4},
+        ValueError,
+        r"`min_log_ratio` must be a finite number >= 0 \(nats; e.g. np.log\(1.5\)\), got -0.4",
+    ),
+    "threshold not a number": (
+        None,
+        {"sample_key": "sample", "min_log_ratio": True},
+        ValueError,
+        r"`min_log_ratio` must be a finite number >= 0.*got True",
+    ),
+    "threshold without samples": (
+        None,
+        {"min_log_ratio": 0.4},
+        ValueError,
+        r"`min_log_ratio` sets the smallest change the test over samples calls; pass `sample_key`",
     ),
 }
 

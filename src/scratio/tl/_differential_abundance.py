@@ -44,6 +44,7 @@ def differential_abundance(
     batch_key: str | None = None,
     n_permutations: int = N_PERMUTATIONS,
     sample_normalization: Literal["median", "none"] = "median",
+    min_log_ratio: float = 0.0,
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
     calibrate: bool = False,
@@ -93,6 +94,13 @@ def differential_abundance(
         most cells': when one state expands, that state is called, not the others whose share
         it dilutes. ``"none"``: cells whose density differs between conditions, the diluted
         states included. The log-ratios themselves are the same either way.
+    min_log_ratio
+        Smallest change a call must exceed (with ``sample_key``), in nats, relative to the
+        typical cell (``typical_log_ratio`` in ``uns[key_added]["test"]``): the test asks
+        whether a cell's log-ratio differs from the typical one by more than ``min_log_ratio``
+        rather than at all (TREAT, as DESeq2's ``lfcThreshold``; see Notes). With thousands of
+        cells the test resolves changes of a few percent; ``np.log(1.5)`` calls only cells whose
+        abundance changed 1.5-fold or more. The log-ratios written do not depend on it.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
     s_min
@@ -142,10 +150,10 @@ def differential_abundance(
         ``bool`` calls (``fdr < alpha``).
     ``adata.uns[key_added]["test"]``
         With ``sample_key``: ``statistic``, ``fdr_method``, ``samples`` and ``n_samples`` per
-        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``alpha``, and per
-        target ``n_permutations`` (assignments evaluated), ``exhaustive``, the ``columns``
-        written, ``n_significant`` and ``typical_log_ratio`` (the log-ratio the normalisation
-        takes as unchanged, 0 with ``"none"``: a call is a change relative to it).
+        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``min_log_ratio``,
+        ``alpha``, and per target ``n_permutations`` (assignments evaluated), ``exhaustive``,
+        the ``columns`` written, ``n_significant`` and ``typical_log_ratio`` (the log-ratio the
+        normalisation takes as unchanged, 0 with ``"none"``: a call is a change relative to it).
     ``adata.uns[key_added]["calibration"]``
         With ``calibrate=True``, one row per target: the ``scale`` applied, the maximum-likelihood
         ``scale_mle``, its ``standard_error``, the ``shrink`` (standard errors subtracted), the
@@ -162,7 +170,10 @@ def differential_abundance(
     computed, so the test costs no retraining. The false discovery rate is estimated from the
     permuted statistics of all cells pooled (as SAM does), which stays fine-grained with few
     samples; with ``n`` assignments no q-value falls below ``1 / n``, so 3 samples per
-    condition (20 assignments) are the fewest that can reach ``alpha = 0.1``.
+    condition (20 assignments) are the fewest that can reach ``alpha = 0.1``. With
+    ``min_log_ratio``, each observed difference is first moved that much towards 0, so a cell
+    whose change is exactly ``min_log_ratio`` is tested as an unchanged cell would be (McCarthy
+    and Smyth's TREAT); cells that change less are called less often than ``alpha`` allows.
 
     A call means that the cell's abundance, relative to most cells' (``sample_normalization``),
     differs between conditions more than it does between samples. Densities themselves are
@@ -195,6 +206,7 @@ def differential_abundance(
     if n_permutations < 2:
         raise ValueError(f"`n_permutations` must be at least 2, got {n_permutations}.")
     check_sample_normalization(sample_normalization)
+    _check_min_log_ratio(min_log_ratio, sample_key)
     if calibrate:
         _check_calibration(adata.n_obs, options, sample_key)
     if n_neighbors is not None:
@@ -254,6 +266,7 @@ def differential_abundance(
             "n_samples": {c: len(s) for c, s in groups.items()},
             "strata": batch_key,
             "sample_normalization": sample_normalization,
+            "min_log_ratio": float(min_log_ratio),
             "alpha": alpha,
             "n_permutations": {},
             "exhaustive": {},
@@ -269,6 +282,7 @@ def differential_abundance(
                 n_permutations=n_permutations,
                 rng=rng,
                 normalization=sample_normalization,
+                min_log_ratio=min_log_ratio,
             )
             fdr_column, significant_column = test_columns[t]
             calls[fdr_column] = result.q.astype(np.float32)
@@ -327,6 +341,19 @@ def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | Non
             f"`calibrate=True` needs cells held out of training, but {n_cells} cells with "
             f"validation_fraction={training.validation_fraction} hold out none (fewer than 16). "
             "Raise `validation_fraction` in `train_kwargs`, or pass `calibrate=False`."
+        )
+
+
+def _check_min_log_ratio(min_log_ratio: float, sample_key: str | None) -> None:
+    """A finite, non-negative threshold, and only for the test over samples."""
+    number = isinstance(min_log_ratio, int | float | np.number) and not isinstance(min_log_ratio, bool)
+    if not (number and np.isfinite(min_log_ratio) and min_log_ratio >= 0):
+        raise ValueError(
+            f"`min_log_ratio` must be a finite number >= 0 (nats; e.g. np.log(1.5)), got {min_log_ratio!r}."
+        )
+    if min_log_ratio > 0 and sample_key is None:
+        raise ValueError(
+            "`min_log_ratio` sets the smallest change the test over samples calls; pass `sample_key` too."
         )
 
 
