@@ -38,6 +38,10 @@ continuous score:
 ``scratio_none``
     The same with ``sample_normalization="none"`` (calls where the density differs, the
     states diluted by an expanding one included).
+``scratio_treat``
+    The default call with ``min_log_ratio=np.log(1.5)``: calls only changes of at least
+    1.5-fold relative to the typical cell, the change at which the simulation's truth starts
+    (``P(treated) = 0.6`` against the typical 0.5 is a log-odds of ``log 1.5``).
 ``milo``
     pertpy's Milo with ``solver="pydeseq2"`` on the 6 samples (``design="~condition"``); a
     neighbourhood is DA where ``SpatialFDR < alpha``, with the sign of its ``logFC``; a cell
@@ -84,9 +88,11 @@ from scipy.spatial.distance import cdist
 
 import scratio as sr
 
-METHODS = ["scratio", "scratio_none", "milo", "meld"]
+METHODS = ["scratio", "scratio_none", "scratio_treat", "milo", "meld"]
 LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
-          "milo": "Milo", "meld": "MELD"}  # fmt: skip
+          "scratio_treat": "scratio, min_log_ratio=log 1.5", "milo": "Milo", "meld": "MELD"}  # fmt: skip
+#: ``scratio_treat``'s threshold: the simulation's truth, P(treated) > 0.6 where most cells have 0.5
+TREAT_MIN_LOG_RATIO = float(np.log(1.5))
 KINDS = ["da", "null", "noisy_null"]
 ALPHA = 0.1
 POP_KEY = "louvain"
@@ -210,7 +216,7 @@ def scratio_has_test() -> bool:
     return "alpha" in inspect.signature(sr.tl.differential_abundance).parameters
 
 
-def run_scratio(adata, seed, sample_normalization="median"):
+def run_scratio(adata, seed, sample_normalization="median", min_log_ratio=0.0):
     """Calls from ``obs["scratio_da_significant"]`` with the sign of ``obs["scratio_da"]``."""
     if not scratio_has_test():
         raise RuntimeError("sr.tl.differential_abundance has no significance test (no `alpha`) yet")
@@ -230,7 +236,7 @@ def run_scratio(adata, seed, sample_normalization="median"):
     try:
         result = sr.tl.differential_abundance(
             adata, "condition", reference="control", target="treated", sample_key="sample", alpha=ALPHA,
-            sample_normalization=sample_normalization, n_pcs=N_PCS, random_state=seed, train_kwargs={"accelerator": "cpu"}, copy=True,
+            sample_normalization=sample_normalization, min_log_ratio=min_log_ratio, n_pcs=N_PCS, random_state=seed, train_kwargs={"accelerator": "cpu"}, copy=True,
         )  # fmt: skip
     finally:
         tool.sample_permutation_test = test
@@ -294,6 +300,7 @@ def run_meld(adata, seed):
 RUNNERS = {
     "scratio": run_scratio,
     "scratio_none": lambda adata, seed: run_scratio(adata, seed, sample_normalization="none"),
+    "scratio_treat": lambda adata, seed: run_scratio(adata, seed, min_log_ratio=TREAT_MIN_LOG_RATIO),
     "milo": run_milo,
     "meld": run_meld,
 }
@@ -433,8 +440,6 @@ def plot(final, path):
             ax.set_ylim(0, 1.05)
             ax.set_ylabel(label)
             ax.set_title(f"{dataset} ({n_cells:,} cells): {label} at alpha {ALPHA:g}")
-        axes[row, 0].legend(fontsize=8)
-        axes[row, 1].legend(fontsize=8)
         ax = axes[row, 2]
         nulls = subset[subset["kind"] != "da"]
         for j, kind in enumerate(["null", "noisy_null"]):
@@ -443,8 +448,7 @@ def plot(final, path):
                 if values.empty:
                     continue
                 x = j + (i - (len(methods) - 1) / 2) * width
-                ax.bar(x, values.mean(), width, color=f"C{METHODS.index(method)}", alpha=0.6,
-                       label=LABELS[method] if j == 0 else None)  # fmt: skip
+                ax.bar(x, values.mean(), width, color=f"C{METHODS.index(method)}", alpha=0.6)
                 ax.scatter(np.full(len(values), x), values, color="black", s=8, zorder=3)
                 share = f"{int((values > 0).sum())}/{len(values)}"  # datasets with any call
                 ax.annotate(share, (x, values.mean()), textcoords="offset points", xytext=(0, 3),
@@ -455,8 +459,15 @@ def plot(final, path):
         ax.set_xticks([0, 1], ["null (enr 0.5)", "null + composition noise"])
         ax.set_ylabel("fraction of cells called")
         ax.set_title(f"{dataset}: nulls (bar: mean, dots: datasets, n/N: datasets with calls)", fontsize=9)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    # one legend for every panel, below them, so that no bar is hidden behind it
+    handles = [matplotlib.patches.Patch(color=f"C{METHODS.index(m)}", label=LABELS[m]) for m in methods]
+    handles.append(
+        matplotlib.lines.Line2D(
+            [], [], color="black", linestyle="--", label=f"alpha = {ALPHA:g} (FDR); 1% of cells (nulls)"
+        )
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
