@@ -183,6 +183,9 @@ def test_ratio_embedding_greys_cells_that_are_not_significant(adata):
     assert np.isnan(drawn[:n_grey]).all() and not np.isnan(drawn[n_grey:]).any()
     assert ax.get_title().endswith("grey: not significant (FDR ≥ 0.1)")
     _save(ax.figure, "ratio_embedding_significant")
+    adata.uns["scratio_da"]["test"]["min_log_ratio"] = float(np.log(1.5))
+    ax = pl.ratio_embedding(adata, mask_obs="scratio_da_significant", show=False)
+    assert ax.get_title().endswith("grey: no significant change beyond 1.5-fold (FDR ≥ 0.1)")
     ax = pl.ratio_embedding(adata, mask_obs=~significant, show=False)
     assert ax.get_title().endswith("grey: cells not in mask_obs")
     with pytest.raises(KeyError, match=r"'scratio_da_sig'.*not a column.*_significant"):

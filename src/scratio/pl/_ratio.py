@@ -167,6 +167,9 @@ def _grey_cells(adata: AnnData, mask_obs: np.ndarray | str) -> str:
         for result in adata.uns.values():
             test = result.get(Uns.TEST) if isinstance(result, dict) else None
             if isinstance(test, dict) and any(mask_obs in c for c in dict(test.get("columns", {})).values()):
+                threshold = float(test.get("min_log_ratio", 0.0))
+                if threshold > 0:  # the test called only changes beyond a fold
+                    return f"grey: no significant change beyond {np.exp(threshold):.3g}-fold (FDR ≥ {test['alpha']:g})"
                 return f"grey: not significant (FDR ≥ {test['alpha']:g})"
         return f"grey: not {mask_obs}"
     return "grey: cells not in mask_obs"
