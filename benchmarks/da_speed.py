@@ -34,11 +34,16 @@ N_DIMS = 20
 GOAL_SECONDS = 20.0
 
 
+def cells(n_dims: int = N_DIMS):
+    """The 20,000-cell Gaussian set, its first ``n_dims`` PCs, without condition labels."""
+    base = gaussian_base(pbmc68k_base(), 20_000)
+    base.obsm["X_pca"] = np.ascontiguousarray(base.obsm["X_pca"][:, :n_dims])
+    return base
+
+
 def data():
     """The 20,000-cell Gaussian set, first 20 PCs, semi-synthetic labels at delta 0.4 (seed 0)."""
-    base = gaussian_base(pbmc68k_base(), 20_000)
-    base.obsm["X_pca"] = np.ascontiguousarray(base.obsm["X_pca"][:, :N_DIMS])
-    return sr.datasets.semi_synthetic_da(base, "leiden", delta=0.4, random_state=0, copy=True)
+    return sr.datasets.semi_synthetic_da(cells(), "leiden", delta=0.4, random_state=0, copy=True)
 
 
 def time_scratio(adata):
