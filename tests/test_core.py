@@ -97,6 +97,43 @@ def test_engine_reproduces_closed_form_log_ratios(path, kind):
     assert (log_density - field.log_prob(x, 0)).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_scoring_at_a_bandwidth_gives_the_smoothed_densities(path, bandwidth=0.7):
+    """Entering at the time of a bandwidth scores N(mean, cov + bandwidth^2 I), in closed form."""
+    field = gaussian_field("mutual_information", path, 4)
+    # the data of ``field`` are N(mean, cov) smoothed by s_min; widen them by the rest
+    extra = (bandwidth**2 - path.s_min**2) * torch.eye(4, dtype=torch.float64)
+    smoothed = GaussianConditionalField(field.means, field.covariances + extra, path)
+    start = path.smoothing_time(bandwidth)
+    assert path.bandwidth(start) == pytest.approx(bandwidth)
+    solver = Solver(method="rk4", n_steps=20, start=start)
+    x = torch.randn(64, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 1.3 + 0.5
+    truth = smoothed.log_prob(x, 0) - smoothed.log_prob(x, 1)
+    assert (truth - (field.log_prob(x, 0) - field.log_prob(x, 1))).abs().mean() > 0.1  # smoothing matters
+    for estimator in ("s1", "s2", "naive"):
+        estimate = ode.log_ratio(
+            field, x, CODES[0], CODES[1], estimator=estimator, base=CODES[2], solver=solver
+        )
+        assert (estimate - truth).abs().max() < 1e-4, estimator
+    ratios, base_log_density = ode.category_log_ratios(
+        field, x, [CODES[0], CODES[1]], CODES[2], solver=solver
+    )
+    assert (ratios[:, 0] - ratios[:, 1] - truth).abs().max() < 1e-4
+    assert (base_log_density - smoothed.log_prob(x)).abs().max() < 1e-4
+    log_density = ode.log_likelihood(field, x, CODES[0], solver=solver)
+    assert (log_density - smoothed.log_prob(x, 0)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("bandwidth", [0.05, float("inf"), float("nan"), True, "wide"])
+def test_bandwidth_below_s_min_or_not_a_number_is_refused(bandwidth):
+    with pytest.raises(
+        ValueError, match="`bandwidth` must be a finite number at least the model's `s_min` \\(0.1\\)"
+    ):
+        GaussianPath(s_min=0.1).smoothing_time(bandwidth)
+    with pytest.raises(ValueError, match="`start` must lie in \\(0, 1\\]"):
+        Solver(start=1.5)
+
+
 def test_adaptive_solver_is_accurate_on_closed_form():
     field = gaussian_field("mutual_information", GaussianPath(s_min=0.05), 6)
     x = torch.randn(64, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

@@ -16,6 +16,7 @@ import torch
 from ._deprecation import renamed_keywords
 from ._docs import doc_params, parameters_section
 from .core.ode import Solver
+from .core.paths import GaussianPath
 from .core.prediction import ScoringDevices
 
 #: Scoring keywords and the :class:`~scratio.core.Solver` fields they set.
@@ -25,6 +26,7 @@ SOLVER_OPTIONS = {
     "n_probes": "n_probes",
     "rtol": "rtol",
     "atol": "atol",
+    "bandwidth": "start",  # converted to the time of that bandwidth on the model's path
 }
 
 SCORING_DOC = """\
@@ -36,16 +38,23 @@ random_state
 solver_options
     ``solver_steps`` (steps of a fixed-step method, default 3), ``divergence`` (``"exact"``:
     the Jacobian trace, or ``"hutchinson"``), ``n_probes`` (Rademacher probes of
-    ``"hutchinson"``), ``rtol`` and ``atol`` (tolerances of adaptive methods); see
-    :class:`~scratio.core.Solver`."""
+    ``"hutchinson"``), ``rtol`` and ``atol`` (tolerances of adaptive methods), ``bandwidth``
+    (score under both densities smoothed by a Gaussian kernel of this standard deviation, in
+    units of each dimension's standard deviation; at least the model's ``s_min``, whose
+    smoothing is the default ``None``); see :class:`~scratio.core.Solver`."""
 
 #: The device keywords (fields of :class:`~scratio.core.ScoringDevices`), documented once there.
 DEVICES_DOC = parameters_section(ScoringDevices.__doc__)
 DEVICE_TYPES = typing.get_type_hints(ScoringDevices)
 
 
-def make_solver(solver: str | Solver, random_state: int, options: Mapping[str, Any]) -> Solver:
-    """The :class:`~scratio.core.Solver` of a scoring call; unknown or conflicting options are a :class:`TypeError`."""
+def make_solver(
+    solver: str | Solver, random_state: int, options: Mapping[str, Any], path: GaussianPath | None = None
+) -> Solver:
+    """The :class:`~scratio.core.Solver` of a scoring call; unknown or conflicting options are a :class:`TypeError`.
+
+    A ``bandwidth`` becomes the solver's ``start``, the time of ``path`` with that bandwidth.
+    """
     unknown = sorted(set(options) - set(SOLVER_OPTIONS))
     if unknown:
         raise TypeError(f"Unknown scoring options {unknown}; valid: {list(SOLVER_OPTIONS)}.")
@@ -53,7 +62,13 @@ def make_solver(solver: str | Solver, random_state: int, options: Mapping[str, A
         if options:
             raise TypeError(f"Pass {sorted(options)} as fields of the `Solver`, not beside it.")
         return solver
-    return Solver(method=solver, seed=random_state, **{SOLVER_OPTIONS[k]: v for k, v in options.items()})
+    fields = {SOLVER_OPTIONS[k]: v for k, v in options.items()}
+    bandwidth = fields.pop("start", None)
+    if bandwidth is not None:
+        if path is None:
+            raise TypeError("`bandwidth` is read on a model's path; pass the path.")
+        fields["start"] = path.smoothing_time(bandwidth)
+    return Solver(method=solver, seed=random_state, **fields)
 
 
 def scoring_method(method: Callable) -> Callable:
@@ -97,7 +112,7 @@ def scoring_method(method: Callable) -> Callable:
         if solves:
             solver, random_state = kwargs.pop("solver", "rk4"), kwargs.pop("random_state", 0)
             solver_options = {k: kwargs.pop(k) for k in list(kwargs) if k not in own.parameters}
-            kwargs["solver"] = make_solver(solver, random_state, solver_options)
+            kwargs["solver"] = make_solver(solver, random_state, solver_options, self.path)
         return method(self, *args, **kwargs)
 
     hints = typing.get_type_hints(method)

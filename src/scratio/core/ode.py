@@ -55,6 +55,12 @@ class Solver:
     seed
         Seed of the Hutchinson probes. A cell's probes depend on its key and the seed only, not
         on its batch (:class:`~scratio.RatioFlow` keys each cell by its coordinates).
+    start
+        Time in ``(0, 1]`` at which a cell ``x`` enters the flow, as ``start * x``. At 1 the
+        cell is scored under the densities the field learned; below 1, under those densities
+        smoothed by a Gaussian kernel of standard deviation
+        :meth:`GaussianPath.bandwidth(start) <scratio.core.GaussianPath.bandwidth>`, which
+        :meth:`~scratio.core.GaussianPath.smoothing_time` inverts.
     """
 
     method: str = "rk4"
@@ -64,6 +70,7 @@ class Solver:
     divergence: str = "exact"
     n_probes: int = 1
     seed: int = 0
+    start: float = 1.0
 
     def __post_init__(self) -> None:
         methods = FIXED_STEP_METHODS + ADAPTIVE_METHODS
@@ -73,6 +80,8 @@ class Solver:
             raise ValueError(f"Unknown divergence {self.divergence!r}; choose one of {list(DIVERGENCES)}.")
         if self.n_steps < 1 or self.n_probes < 1:
             raise ValueError("`n_steps` and `n_probes` must be positive integers.")
+        if not 0.0 < self.start <= 1.0:
+            raise ValueError(f"`start` must lie in (0, 1], got {self.start}.")
 
     @property
     def fixed_step(self) -> bool:
@@ -89,6 +98,14 @@ class Solver:
         ts = self.time_grid(start, end, state[0])
         kwargs = {} if self.fixed_step else {"rtol": self.rtol, "atol": self.atol}
         return tuple(s[-1] for s in odeint(rhs, state, ts, method=self.method, **kwargs))
+
+    def integrate_from_cells(self, rhs, x: torch.Tensor, *accumulated: torch.Tensor):
+        """Integrate ``rhs`` from the cells ``x``, entering at :attr:`start`, back to noise at ``t = 0``."""
+        return self.integrate(rhs, (self.start * x, *accumulated), self.start, 0.0)
+
+    def log_jacobian(self, n_dims: int) -> float:
+        """``log`` of the Jacobian of ``x -> start * x``, which turns a density at ``start`` into one of ``x``."""
+        return n_dims * math.log(self.start)
 
     def probes(self, n_dims: int, index: torch.Tensor) -> torch.Tensor:
         """Tangent directions ``(n_probes or d, n, d)`` whose quadratic forms average to the trace.
@@ -209,7 +226,7 @@ def log_ratio(
         return drift, divergence + (s_num * (drift - v_num)).sum(-1) - (s_den * (drift - v_den)).sum(-1)
 
     with torch.no_grad():
-        _, a0 = solver.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
+        _, a0 = solver.integrate_from_cells(rhs, x, x.new_zeros(len(x)))
     return -a0
 
 
@@ -236,8 +253,8 @@ def log_likelihood(
         return v, -q
 
     with torch.no_grad():
-        x0, a0 = solver.integrate(rhs, (x, x.new_zeros(len(x))), 1.0, 0.0)
-    return standard_normal_log_density(x0) - a0
+        x0, a0 = solver.integrate_from_cells(rhs, x, x.new_zeros(len(x)))
+    return standard_normal_log_density(x0) - a0 + solver.log_jacobian(x.shape[1])
 
 
 @renamed_keywords(options="solver")
@@ -272,10 +289,11 @@ def category_log_ratios(
         )
         return v_base, dl, -q_base
 
-    start = (x, x.new_zeros(len(x), len(categories)), x.new_zeros(len(x)))
     with torch.no_grad():
-        x0, a0, b0 = solver.integrate(rhs, start, 1.0, 0.0)
-    return -a0, standard_normal_log_density(x0) - b0
+        x0, a0, b0 = solver.integrate_from_cells(
+            rhs, x, x.new_zeros(len(x), len(categories)), x.new_zeros(len(x))
+        )
+    return -a0, standard_normal_log_density(x0) - b0 + solver.log_jacobian(x.shape[1])
 
 
 @renamed_keywords(options="solver")

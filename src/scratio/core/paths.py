@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 SCHEDULES = ("deterministic", "noise_at_data", "noise_on_path")
@@ -112,6 +114,31 @@ class GaussianPath:
         if self.s_path == 0:
             return torch.full_like(t, -(1.0 - self.s_min))
         return self.sigma_d_sigma(t) / self.sigma(t).clamp_min(1e-6)
+
+    def bandwidth(self, t: float) -> float:
+        """``sigma_t / alpha_t``: the density at ``t`` is the data's smoothed by a Gaussian of this sd.
+
+        The path's density at ``alpha_t x`` is ``alpha_t^(-d)`` times the data density convolved
+        with ``N(0, (sigma_t / alpha_t)^2 I)`` at ``x``; at ``t = 1`` this is ``s_min``.
+        """
+        return float(self.sigma(torch.tensor(float(t), dtype=torch.float64)) / t)
+
+    def smoothing_time(self, bandwidth: float) -> float:
+        """The time ``t`` at which :meth:`bandwidth` equals ``bandwidth`` (at least ``s_min``).
+
+        With ``u = 1 / t`` and ``c = 1 - s_min``, ``(sigma_t / t)^2 = (u - c)^2 + s_path (u - 1)``
+        rises with ``u``, so the root is unique.
+        """
+        number = isinstance(bandwidth, numbers.Real) and not isinstance(bandwidth, bool)
+        if not (number and np.isfinite(bandwidth) and bandwidth >= self.s_min):
+            raise ValueError(
+                f"`bandwidth` must be a finite number at least the model's `s_min` ({self.s_min}), got "
+                f"{bandwidth}: the model knows the densities only smoothed by `s_min`. Pass a larger "
+                "`bandwidth`, or `None` to score with the model's own."
+            )
+        c, p = 1.0 - self.s_min, self.s_path
+        u = 0.5 * ((2 * c - p) + np.sqrt(p**2 + 4 * p * self.s_min + 4 * bandwidth**2))
+        return float(min(1.0, 1.0 / u))
 
     def sample(self, x1: torch.Tensor, x0: torch.Tensor, t: torch.Tensor):
         """Point on the path and the regression targets.
