@@ -124,6 +124,14 @@ def test_da_outputs(da_result, tmp_path):
     assert params["solver"] == "rk4"
     assert params["schedule"]["schedule"] == "noise_at_data"
     assert params["schedule"]["s_min"] == 0.4  # the tool's smoothing, not the model's 0.05
+    assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
+    selection = uns["bandwidth_selection"]
+    assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0]
+    assert np.isfinite(selection["held_out_gain"]).all()
+    assert selection["chosen"].sum() == 1
+    chosen = selection.loc[selection["chosen"], "bandwidth"].item()
+    assert chosen == params["bandwidth_used"]
+    assert selection.loc[selection["chosen"], "held_out_gain"].item() == selection["held_out_gain"].max()
     assert np.isfinite(params["final_loss"])
     assert params["scratio_version"] == sr.__version__
     summary = uns["summary"]
@@ -135,6 +143,43 @@ def test_da_outputs(da_result, tmp_path):
     assert groups["n_cells"].sum() == da_result.n_obs
     back = roundtrip(da_result, "scratio_da", tmp_path / "da.h5ad")
     assert back.uns["scratio_da"]["params"]["groupby"] == "cluster"
+
+
+def test_da_bandwidth_is_chosen_by_the_held_out_cells_labels(monkeypatch):
+    trained = []
+    train = RatioFlow.train
+
+    def keep(self, *args, **kwargs):
+        trained.append(self)
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(RatioFlow, "train", keep)
+    adata = da_data(800, random_state=5)
+    sr.tl.differential_abundance(adata, "condition", "control", "treated", **FAST)
+    (model,) = trained
+    selection = adata.uns["scratio_da"]["bandwidth_selection"].set_index("bandwidth")
+    # each candidate's score: the held-out cells' label log-likelihood under P(treated | x), minus the prior's
+    held, treated = model.held_out, (adata.obs["condition"] == "treated").to_numpy()
+    prior = np.log(treated.mean() / (1 - treated.mean()))
+    sign = np.where(treated[held], 1.0, -1.0)
+    for width in (0.4, 1.0):
+        log_p = model.category_log_likelihoods(adata[held], "condition", solver_steps=2, bandwidth=width)
+        log_r = (log_p["treated"] - log_p["control"]).to_numpy()
+        gain = np.mean(np.logaddexp(0, -sign * prior) - np.logaddexp(0, -sign * (log_r + prior)))
+        assert selection.loc[width, "held_out_gain"] == pytest.approx(gain, abs=1e-4)
+    chosen = adata.uns["scratio_da"]["params"]["bandwidth_used"]
+    assert selection["held_out_gain"].idxmax() == chosen
+
+
+def test_da_bandwidth_without_held_out_cells_is_the_fallback():
+    adata = da_data(400)
+    kwargs = {**FAST, "train_kwargs": {"validation_fraction": 0}}
+    sr.tl.differential_abundance(adata, "condition", "control", "treated", **kwargs)
+    params = adata.uns["scratio_da"]["params"]
+    assert params["bandwidth"] == "auto"
+    assert params["bandwidth_used"] == 0.6
+    assert "bandwidth_selection" not in adata.uns["scratio_da"]
+    assert np.isfinite(adata.obs["scratio_da"]).all()
 
 
 def test_da_imbalance_without_difference_is_centred():
@@ -209,12 +254,21 @@ def test_model_reuse():
     adata = da_data(600, random_state=4)
     model = RatioFlow(adata, "X_pca", ["condition"], width=64).train(200, batch_size=256)
     assert sr.tl.differential_abundance(adata, "condition", "control", model=model) is None
-    direct = model.log_ratio(
-        adata, {"condition": "treated"}, {"condition": "control"}, estimator="s2", solver_steps=2
-    )
-    # one trajectory (S2, base null) gives the same ratio as the direct S2 estimate
+    params = adata.uns["scratio_da"]["params"]
+    conditions = {"numerator": {"condition": "treated"}, "denominator": {"condition": "control"}}
+    direct = model.log_ratio(adata, **conditions, estimator="s2", solver_steps=2, bandwidth=0.6)
+    # one trajectory (S2, base null) gives the same ratio as the direct S2 estimate, at the tool's bandwidth:
+    # a passed model's held-out cells need not be these, so "auto" takes its fallback
     np.testing.assert_allclose(adata.obs["scratio_da"], direct, atol=1e-3)
-    assert adata.uns["scratio_da"]["params"]["n_steps"] == 200
+    assert params["n_steps"] == 200
+    assert params["bandwidth_used"] == 0.6
+    assert "bandwidth_selection" not in adata.uns["scratio_da"]
+    sharp = sr.tl.differential_abundance(
+        adata, "condition", "control", model=model, bandwidth=None, copy=True
+    )
+    unsmoothed = model.log_ratio(adata, **conditions, estimator="s2", solver_steps=2)
+    np.testing.assert_allclose(sharp.obs["scratio_da"], unsmoothed, atol=1e-3)
+    assert np.std(direct) < 0.9 * np.std(unsmoothed)  # smoothing shrinks the ratios
 
 
 # ---------------------------------------------------------------- the other three tools
@@ -453,6 +507,18 @@ BAD_DA = {
     ),
     "existing column": (_bad_existing_column, {}, ValueError, r"'scratio_da'.*already exists.*key_added"),
     "smoothing out of range": (None, {"s_min": 1.0}, ValueError, r"`s_min` must lie in \[0, 1\), got 1.0"),
+    "bandwidth not a number": (
+        None,
+        {"bandwidth": "wide"},
+        ValueError,
+        r"`bandwidth` must be a number, 'auto' or None, got 'wide'",
+    ),
+    "bandwidth below s_min": (
+        None,
+        {"bandwidth": 0.3},
+        ValueError,
+        r"`bandwidth` must be a finite number at least the model's `s_min` \(0.4\), got 0.3.*Pass a larger",
+    ),
 }
 
 

@@ -60,6 +60,8 @@ class Uns:
     TEST = "test"
     #: Differential abundance with ``calibrate=True``: the held-out scale of each target's log-ratios.
     CALIBRATION = "calibration"
+    #: Differential abundance with ``bandwidth="auto"``: the held-out score of each bandwidth.
+    BANDWIDTH_SELECTION = "bandwidth_selection"
 
 
 class Params:

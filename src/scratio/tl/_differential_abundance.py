@@ -10,13 +10,14 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from anndata import AnnData
-from scipy.special import logsumexp
+from scipy.special import log_softmax, logsumexp
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._settings import logger
 from scratio._validation import is_whole_number
 from scratio.core.calibration import fit_logit_scale
-from scratio.core.training import TrainingOptions
+from scratio.core.paths import GaussianPath
+from scratio.core.training import MIN_VALIDATION_CELLS, TrainingOptions
 
 from ._runner import ToolOptions, ToolRun, summarise, tool_function
 from ._significance import (
@@ -30,6 +31,12 @@ from ._significance import (
 
 #: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
 DA_S_MIN = 0.4
+#: ``bandwidth`` chosen by the held-out cells' labels.
+AUTO_BANDWIDTH = "auto"
+#: The widths ``"auto"`` chooses from, besides the model's ``s_min`` (see the ``bandwidth`` entry).
+BANDWIDTH_CANDIDATES = (0.5, 0.6, 0.8, 1.0)
+#: The width ``"auto"`` falls back to without held-out cells: the best on 700 PBMCs.
+FALLBACK_BANDWIDTH = 0.6
 
 
 @tool_function(DIFFERENTIAL_ABUNDANCE)
@@ -47,6 +54,7 @@ def differential_abundance(
     min_log_ratio: float = 0.0,
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
+    bandwidth: float | Literal["auto"] | None = AUTO_BANDWIDTH,
     calibrate: bool = False,
     n_neighbors: int | None = None,
     options: ToolOptions,
@@ -111,6 +119,21 @@ def differential_abundance(
         precision-recall AUC than the model's default 0.05 at every effect size from 0.05 to
         0.45 (benchmarks, section 3), at the price of biased per-cluster means. Use ``0.05`` for
         a closer fit. Must lie in ``[0, 1)``; ignored with ``model``.
+    bandwidth
+        Width of the Gaussian kernel, in the same units, that smooths both densities when the
+        cells are scored: the model's densities at the time of the flow where they are the
+        data's smoothed by ``bandwidth`` rather than ``s_min``, with no retraining (see "How it
+        works"). At least the model's ``s_min``; ``None`` scores at ``s_min``. ``"auto"``
+        (default) chooses among ``s_min``, 0.5, 0.6, 0.8 and 1.0 the width whose ratios best
+        predict the conditions of the cells held out of training (their mean log-likelihood
+        under ``P(condition | x)``, a proper score), written to
+        ``uns[key_added]["bandwidth_selection"]`` and ``params["bandwidth_used"]``; without
+        held-out cells (a passed ``model``, ``validation_fraction=0``) it uses 0.6. On 700 PBMCs
+        with semi-synthetic labels, 0.6 predicted held-out labels best on average at every
+        effect size, cut the error against the true log-ratio by a quarter and the noise on
+        random labels by 30% against 0.4; on 20,000 cells narrower kernels predict and detect
+        better (benchmarks README, "Smoothing when scoring"). Scoring the held-out cells at
+        each width adds about half the scoring time.
     calibrate
         Multiply each target's log-ratios by one scale fitted on the cells held out of training
         (``validation_fraction`` of them, 10% by default), so that their size is what those
@@ -237,17 +260,32 @@ def differential_abundance(
             "samples per condition (pass `sample_key`)"
         )
 
+    _check_bandwidth(bandwidth, run.model.path)
     model = run.fit()
-    if groups is None:
-        log_p = model.category_log_likelihoods(
-            run.x, condition_key, categories=[reference, *targets], **options.scoring
-        )
-    else:
-        per_sample = model.category_log_likelihoods(run.x, sample_key, **options.scoring)
+    compared = [reference, *targets]
+
+    def condition_log_densities(x: np.ndarray, width: float | None):
+        """``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame."""
+        scoring = {**options.scoring, "bandwidth": width}
+        if groups is None:
+            frame = model.category_log_likelihoods(x, condition_key, categories=compared, **scoring)
+            return {c: frame[c].to_numpy(np.float64) for c in compared}, None
+        frame = model.category_log_likelihoods(x, sample_key, **scoring)
         # each condition's density is the equal-weight mixture of its samples' densities
-        log_p = {
-            c: logsumexp(per_sample[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()
-        }
+        log_p = {c: logsumexp(frame[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()}
+        return log_p, frame
+
+    bandwidth_used, selection = bandwidth, None
+    if bandwidth == AUTO_BANDWIDTH:
+        bandwidth_used, selection = _select_bandwidth(
+            condition_log_densities,
+            run.x,
+            run.labels(condition_key),
+            model.held_out if options.model is None else None,  # a passed model's need not be these cells
+            compared,
+            model.path.s_min,
+        )
+    log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
     scores = {t: np.asarray(log_p[t] - log_p[reference], dtype=np.float64) for t in targets}
     calibration = None
     if calibrate:
@@ -298,6 +336,8 @@ def differential_abundance(
         tables[Uns.TEST] = test
     if calibration is not None:
         tables[Uns.CALIBRATION] = calibration
+    if selection is not None:
+        tables[Uns.BANDWIDTH_SELECTION] = selection
     if groupby:
         by = {groupby: run.labels(groupby)}
         per_target = [
@@ -314,6 +354,8 @@ def differential_abundance(
         "groupby": groupby,
         "sample_key": sample_key,
         "batch_key": batch_key,
+        "bandwidth": bandwidth,
+        "bandwidth_used": bandwidth_used,
         "calibrate": calibrate,
         "n_neighbors": n_neighbors,
         "categories": {k: v for k, v in run.categories.items() if k in (condition_key, sample_key)},
@@ -321,6 +363,53 @@ def differential_abundance(
     }
     ratios = {columns[t]: f"log p(x | {t}) / p(x | {reference})" for t in targets}
     return run.write({columns[t]: v for t, v in scores.items()}, tables, params, ratios, other=calls)
+
+
+def _check_bandwidth(bandwidth: float | str | None, path: GaussianPath) -> None:
+    """``None``, ``"auto"`` or a number at least the model's ``s_min``, before training."""
+    if bandwidth is None or (isinstance(bandwidth, str) and bandwidth == AUTO_BANDWIDTH):
+        return
+    if isinstance(bandwidth, str):
+        raise ValueError(f"`bandwidth` must be a number, {AUTO_BANDWIDTH!r} or None, got {bandwidth!r}.")
+    path.smoothing_time(bandwidth)
+
+
+def _select_bandwidth(
+    condition_log_densities, x: np.ndarray, labels: np.ndarray, held_out: np.ndarray | None,
+    conditions: Sequence[str], s_min: float,
+) -> tuple[float, pd.DataFrame | None]:  # fmt: skip
+    """The bandwidth whose ``P(condition | x)`` gives the held-out cells' labels the highest likelihood.
+
+    A candidate's score is the mean log-likelihood of the held-out cells' conditions under the
+    posterior over the compared conditions, with their shares in the data as prior, minus that
+    of the prior alone: nats per cell that the smoothed ratios add.
+    """
+    candidates = [s_min, *(h for h in BANDWIDTH_CANDIDATES if h > s_min)]
+    held = np.empty(0, dtype=int) if held_out is None else held_out[np.isin(labels[held_out], conditions)]
+    if len(held) < MIN_VALIDATION_CELLS:
+        fallback = max(FALLBACK_BANDWIDTH, s_min)
+        logger.info(
+            f"differential_abundance: {len(held)} held-out cells of the compared conditions, too few to choose "
+            f"the bandwidth (at least {MIN_VALIDATION_CELLS}); using {fallback}"
+        )
+        return fallback, None
+    counts = np.array([np.sum(labels == c) for c in conditions], dtype=np.float64)
+    log_prior = np.log(counts / counts.sum())
+    truth = np.array([list(conditions).index(c) for c in labels[held]])
+    gains = []
+    for width in candidates:
+        log_p, _ = condition_log_densities(x[held], width)
+        posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
+        gains.append(float(np.mean(posterior[np.arange(len(held)), truth] - log_prior[truth])))
+    best = int(np.argmax(gains))
+    logger.info(
+        f"differential_abundance: bandwidth {candidates[best]} chosen by the labels of {len(held)} held-out "
+        f"cells ({gains[best]:.3g} nats per cell against the prior)"
+    )
+    table = pd.DataFrame(
+        {"bandwidth": candidates, "held_out_gain": gains, "chosen": np.arange(len(gains)) == best}
+    )
+    return candidates[best], table
 
 
 def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | None) -> None:
