@@ -245,6 +245,7 @@ def run_scratio(adata, seed, sample_normalization="median", min_log_ratio=0.0):
     fdr = result.obs["scratio_da_fdr"].to_numpy(np.float64)
     record = result.uns["scratio_da"]
     info = {"min_fdr": float(fdr.min()), "n_steps": record["params"]["n_steps"],
+            "bandwidth_used": record["params"].get("bandwidth_used"),
             "test_seconds": round(sum(test_seconds), 3), "test": _jsonable(record.get("test", {}))}  # fmt: skip
     return score, np.sign(score) * significant, info
 

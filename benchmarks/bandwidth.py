@@ -1,0 +1,146 @@
+"""Issue 11: how much to smooth when scoring. One trained DA model, scored at several bandwidths.
+
+``sr.tl.differential_abundance(..., bandwidth=h)`` scores the cells under both densities smoothed
+by a Gaussian kernel of ``h`` standard deviations (the model's densities at the time of the flow
+where they are the data's smoothed by ``h``; see "How it works"). The model is trained once, with
+the tool's settings (``s_min = 0.4``, its steps, ``n_pcs="auto"``), and every bandwidth scores the
+same model, so the rows of one dataset differ only in ``h``. ``h = 0.4`` is the tool before
+``bandwidth`` (scoring at ``s_min``). The tool's default, ``bandwidth="auto"``, chooses one of
+0.4-1.0 by the held-out gain below (``tool_chose``); the row at its choice is checked against the
+tool's own output (``same_as_tool``).
+
+Datasets: random labels on ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the
+semi-synthetic labels of section 3 (``sr.datasets.pbmc68k_da``, delta 0.1, 0.2, 0.4), 3 seeds;
+``--large`` the same on the 20,000-cell Gaussian set (all 50 PCs, or ``--n-dims``; random labels
+and delta 0.1, 0.2; seeds ``--large-seeds``). MELD on all 50 PCs in the same run for reference. Reported per
+bandwidth: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE against the true log-ratio
+(``noise_floor.py``), and ``held_out_gain``: the mean log-likelihood of the labels of the cells
+held out of training under ``logit P(treated | x) = log r + log(n_t / n_c)`` (the ratio as
+written, no fitted scale) minus that of the prior odds alone, in nats per cell, a proper score
+of the ratio that the training never saw.
+
+    OMP_NUM_THREADS=1 python benchmarks/bandwidth.py                        # pbmc68k, about 6 min
+    OMP_NUM_THREADS=1 python benchmarks/bandwidth.py --large --no-pbmc      # 20,000 cells, about 12 min per dataset
+
+Results: ``results/bandwidth.json`` (``--out``).
+"""
+
+import argparse
+import inspect
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from _common import machine
+from noise_floor import da_row, meld_score, noise_row, random_labels
+
+import scratio as sr
+
+DA_S_MIN = inspect.signature(sr.tl.differential_abundance).parameters["s_min"].default
+
+BANDWIDTHS = [0.4, 0.5, 0.6, 0.8, 1.0, 1.3]
+METRICS = ["held_out_gain", "sd", "flagged", "pr_auc", "nar", "csp", "rmse"]
+
+
+def held_out_gain(log_r, is_treated, held):
+    """Nats per held-out cell that ``log r`` adds to the prior odds in predicting its label."""
+    offset = np.log(is_treated.mean() / (1 - is_treated.mean()))
+    sign = np.where(is_treated[held], 1.0, -1.0)
+    return float(np.mean(np.logaddexp(0, -sign * offset) - np.logaddexp(0, -sign * (log_r[held] + offset))))
+
+
+def score_dataset(adata, seed, bandwidths, is_da):
+    """The tool's model, trained once, scored at every bandwidth."""
+    tool = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
+                                        use_rep="X_pca", random_state=seed, copy=True)  # fmt: skip
+    params = tool.uns["scratio_da"]["params"]
+    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], min_cells=10, s_min=DA_S_MIN,
+                         random_state=seed)  # fmt: skip
+    model.train(params["n_steps"], batch_size=params["batch_size"])
+    is_treated = (adata.obs["condition"] == "treated").to_numpy()
+    rows = []
+    for h in bandwidths:
+        log_p = model.category_log_likelihoods(key="condition", solver_steps=2, bandwidth=h)
+        log_r = (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
+        row = {"bandwidth": h, "held_out_gain": round(held_out_gain(log_r, is_treated, model.held_out), 5),
+               **noise_row(log_r), **(da_row(log_r, adata) if is_da else {})}  # fmt: skip
+        if h == params["bandwidth_used"]:  # the tool's choice: the same numbers
+            row["same_as_tool"] = bool(np.allclose(log_r, tool.obs["scratio_da"], atol=1e-3))
+        rows.append(row)
+    meld, _ = meld_score(adata, adata.obsm["X_pca"].shape[1], seed)
+    rows.append({"bandwidth": "meld", **noise_row(meld), **(da_row(meld, adata) if is_da else {})})
+    for row in rows:
+        row["tool_chose"] = params["bandwidth_used"]
+    return rows, int(params["n_dims"])
+
+
+def summarise(runs):
+    """Mean per dataset, delta and bandwidth, with ``"auto"``: each dataset's row at the tool's choice."""
+    chosen = [r | {"bandwidth": "auto"} for r in runs if r["bandwidth"] == r.get("tool_chose")]
+    frame = pd.DataFrame(runs + chosen).astype({"bandwidth": str})
+    summary = (frame.groupby(["dataset", "delta", "bandwidth"], dropna=False, sort=False)
+               [[m for m in METRICS if m in frame]].mean().round(4).reset_index())  # fmt: skip
+    return [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+            for r in summary.to_dict("records")]  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bandwidths", type=float, nargs="+", default=BANDWIDTHS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--deltas", type=float, nargs="+", default=[0.1, 0.2, 0.4])
+    parser.add_argument("--no-pbmc", action="store_true")
+    parser.add_argument("--large", action="store_true", help="the 20,000-cell Gaussian set")
+    parser.add_argument("--n-dims", type=int, default=50, help="leading PCs of the 20,000-cell set")
+    parser.add_argument("--large-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--large-deltas", type=float, nargs="*", default=[0.1, 0.2])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bandwidth.json"))
+    parser.add_argument("--summarise", action="store_true", help="rebuild the summary of --out from its runs")
+    args = parser.parse_args()
+    if args.summarise:
+        final = json.loads(Path(args.out).read_text())
+        final["summary"] = summarise(final["runs"])
+        Path(args.out).write_text(json.dumps(final, indent=1))
+        return
+    sr.settings.verbosity = 0
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*cells per dimension")
+    datasets = []
+    if not args.no_pbmc:
+        import scanpy as sc
+
+        pbmc = sc.datasets.pbmc68k_reduced()
+        datasets += [("pbmc68k", None, s, lambda s=s: random_labels(pbmc, s)) for s in args.seeds]
+        datasets += [("pbmc68k", d, s, lambda d=d, s=s: sr.datasets.pbmc68k_da(d, random_state=s))
+                     for d in args.deltas for s in args.seeds]  # fmt: skip
+    if args.large:
+        from da_speed import cells
+
+        base = cells(args.n_dims)
+        datasets += [("gaussian", None, s, lambda s=s: random_labels(base, s)) for s in args.large_seeds]
+        datasets += [("gaussian", d, s, lambda d=d, s=s: sr.datasets.semi_synthetic_da(base, "leiden", delta=d,
+                      random_state=s, copy=True)) for d in args.large_deltas for s in args.large_seeds]  # fmt: skip
+    runs = []
+    for name, delta, seed, make in datasets:
+        start = time.perf_counter()
+        rows, n_dims = score_dataset(make(), seed, args.bandwidths, delta is not None)
+        seconds = round(time.perf_counter() - start, 1)
+        for row in rows:
+            runs.append(
+                {"dataset": name, "delta": delta, "seed": seed, "n_dims": n_dims, "seconds": seconds, **row}
+            )
+            print(runs[-1], flush=True)
+        final = {"setting": {**vars(args), "s_min": DA_S_MIN,
+                             "torch_threads": torch.get_num_threads(), "machine": machine()["machine"]},
+                 "summary": summarise(runs), "runs": runs}  # fmt: skip
+        Path(args.out).write_text(json.dumps(final, indent=1))
+    for row in final["summary"]:
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
