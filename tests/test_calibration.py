@@ -59,6 +59,9 @@ def test_random_labels_calibrate_to_a_low_noise_floor():
     fit = adata.uns["scratio_da"]["calibration"].loc["treated"]
     assert fit["n_cells"] == 150
     assert fit["scale_mle"] < 0.5  # the labels of the held-out cells do not follow the log-ratios
+    # the held-out cells fit the scale, so they do not also choose the bandwidth (that inflated the scale)
+    assert adata.uns["scratio_da"]["params"]["bandwidth_used"] == 0.6
+    assert "bandwidth_selection" not in adata.uns["scratio_da"]
     assert scores.std() < 0.03
     assert np.mean(np.abs(scores) > np.log(1.5)) < 0.01
 

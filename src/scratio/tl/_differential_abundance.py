@@ -128,7 +128,8 @@ def differential_abundance(
         predict the conditions of the cells held out of training (their mean log-likelihood
         under ``P(condition | x)``, a proper score), written to
         ``uns[key_added]["bandwidth_selection"]`` and ``params["bandwidth_used"]``; without
-        held-out cells (a passed ``model``, ``validation_fraction=0``) it uses 0.6. On 700 PBMCs
+        held-out cells (a passed ``model``, ``validation_fraction=0``), or with ``calibrate=True``
+        (whose scale those cells fit), it uses 0.6. On 700 PBMCs
         with semi-synthetic labels, 0.6 predicted held-out labels best on average at every
         effect size, cut the error against the true log-ratio by a quarter and the noise on
         random labels by 30% against 0.4; on 20,000 cells narrower kernels predict and detect
@@ -276,7 +277,14 @@ def differential_abundance(
         return log_p, frame
 
     bandwidth_used, selection = bandwidth, None
-    if bandwidth == AUTO_BANDWIDTH:
+    if bandwidth == AUTO_BANDWIDTH and calibrate:
+        # the held-out cells fit the scale; a width chosen on them too would inflate it
+        bandwidth_used = max(FALLBACK_BANDWIDTH, model.path.s_min)
+        logger.info(
+            f"differential_abundance: the held-out cells fit the scale of `calibrate=True`, so the bandwidth "
+            f"is {bandwidth_used}, not chosen on them"
+        )
+    elif bandwidth == AUTO_BANDWIDTH:
         bandwidth_used, selection = _select_bandwidth(
             condition_log_densities,
             run.x,
