@@ -277,21 +277,12 @@ def differential_abundance(
         return log_p, frame
 
     bandwidth_used, selection = bandwidth, None
-    if bandwidth == AUTO_BANDWIDTH and calibrate:
-        # the held-out cells fit the scale; a width chosen on them too would inflate it
-        bandwidth_used = max(FALLBACK_BANDWIDTH, model.path.s_min)
-        logger.info(
-            f"differential_abundance: the held-out cells fit the scale of `calibrate=True`, so the bandwidth "
-            f"is {bandwidth_used}, not chosen on them"
-        )
-    elif bandwidth == AUTO_BANDWIDTH:
+    if bandwidth == AUTO_BANDWIDTH:
+        # a passed model's held-out cells need not be these; with calibrate=True they fit the scale,
+        # and a width chosen on them too would inflate it
+        held_out = model.held_out if options.model is None and not calibrate else None
         bandwidth_used, selection = _select_bandwidth(
-            condition_log_densities,
-            run.x,
-            run.labels(condition_key),
-            model.held_out if options.model is None else None,  # a passed model's need not be these cells
-            compared,
-            model.path.s_min,
+            condition_log_densities, run.x, run.labels(condition_key), held_out, compared, model.path.s_min
         )
     log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
     scores = {t: np.asarray(log_p[t] - log_p[reference], dtype=np.float64) for t in targets}
@@ -397,13 +388,14 @@ def _select_bandwidth(
     if len(held) < MIN_VALIDATION_CELLS:
         fallback = max(FALLBACK_BANDWIDTH, s_min)
         logger.info(
-            f"differential_abundance: {len(held)} held-out cells of the compared conditions, too few to choose "
-            f"the bandwidth (at least {MIN_VALIDATION_CELLS}); using {fallback}"
+            f"differential_abundance: {len(held)} held-out cells of the compared conditions to choose the "
+            f"bandwidth from (at least {MIN_VALIDATION_CELLS}, none with a passed `model` or `calibrate=True`); "
+            f"using {fallback}"
         )
         return fallback, None
-    counts = np.array([np.sum(labels == c) for c in conditions], dtype=np.float64)
-    log_prior = np.log(counts / counts.sum())
-    truth = np.array([list(conditions).index(c) for c in labels[held]])
+    codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
+    log_prior = np.log(np.bincount(codes[codes >= 0], minlength=len(conditions)) / np.sum(codes >= 0))
+    truth = codes[held]
     gains = []
     for width in candidates:
         log_p, _ = condition_log_densities(x[held], width)
