@@ -126,7 +126,7 @@ def test_da_outputs(da_result, tmp_path):
     assert params["schedule"]["s_min"] == 0.4  # the tool's smoothing, not the model's 0.05
     assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
     selection = uns["bandwidth_selection"]
-    assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0]
+    assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
     assert np.isfinite(selection["held_out_gain"]).all()
     assert selection["chosen"].sum() == 1
     chosen = selection.loc[selection["chosen"], "bandwidth"].item()

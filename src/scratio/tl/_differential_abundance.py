@@ -34,7 +34,7 @@ DA_S_MIN = 0.4
 #: ``bandwidth`` chosen by the held-out cells' labels.
 AUTO_BANDWIDTH = "auto"
 #: The widths ``"auto"`` chooses from, besides the model's ``s_min`` (see the ``bandwidth`` entry).
-BANDWIDTH_CANDIDATES = (0.5, 0.6, 0.8, 1.0)
+BANDWIDTH_CANDIDATES = (0.5, 0.6, 0.8, 1.0, 1.3, 1.6)
 #: The width ``"auto"`` falls back to without held-out cells: the best on 700 PBMCs.
 FALLBACK_BANDWIDTH = 0.6
 
@@ -124,7 +124,7 @@ def differential_abundance(
         cells are scored: the model's densities at the time of the flow where they are the
         data's smoothed by ``bandwidth`` rather than ``s_min``, with no retraining (see "How it
         works"). At least the model's ``s_min``; ``None`` scores at ``s_min``. ``"auto"``
-        (default) chooses among ``s_min``, 0.5, 0.6, 0.8 and 1.0 the width whose ratios best
+        (default) chooses among ``s_min``, 0.5, 0.6, 0.8, 1.0, 1.3 and 1.6 the width whose ratios best
         predict the conditions of the cells held out of training (their mean log-likelihood
         under ``P(condition | x)``, a proper score), written to
         ``uns[key_added]["bandwidth_selection"]`` and ``params["bandwidth_used"]``; without
