@@ -21,6 +21,7 @@ of the ratio that the training never saw.
 
     OMP_NUM_THREADS=1 python benchmarks/bandwidth.py                        # pbmc68k, about 6 min
     OMP_NUM_THREADS=1 python benchmarks/bandwidth.py --large --no-pbmc      # 20,000 cells, about 12 min per dataset
+    python benchmarks/bandwidth.py --rules   # other selection rules on the held-out gains of --out
 
 Results: ``results/bandwidth.json`` (``--out``).
 """
@@ -80,6 +81,48 @@ def score_dataset(adata, seed, bandwidths, is_da):
     return rows, int(params["n_dims"])
 
 
+def choose(rows, rule, widest):
+    """The row a selection rule picks from one dataset's rows, using each held-out cell's gain.
+
+    ``argmax``: the highest mean gain among widths up to ``widest`` (the tool's rule);
+    ``one_se``: the widest width whose mean gain is within one paired standard error of the
+    best; ``guard_k``: the argmax, unless the best mean gain is within ``k`` standard errors of
+    0 (the labels show no signal), then the widest.
+    """
+    rows = [r for r in rows if isinstance(r["bandwidth"], float) and r["bandwidth"] <= widest]
+    gains = np.array([r["held_out_cell_gains"] for r in rows]).T
+    mean = gains.mean(axis=0)
+    best = int(np.argmax(mean))
+    if rule == "one_se":
+        difference = gains[:, [best]] - gains
+        within = difference.mean(axis=0) <= difference.std(axis=0, ddof=1) / np.sqrt(len(gains))
+        return rows[int(np.flatnonzero(within).max())]
+    if rule.startswith("guard_"):
+        k = float(rule.removeprefix("guard_"))
+        if mean[best] < k * gains[:, best].std(ddof=1) / np.sqrt(len(gains)):
+            return rows[-1]
+    return rows[best]
+
+
+RULES = {"argmax up to 1.0": ("argmax", 1.0), "argmax up to 1.6 (the tool)": ("argmax", 1.6),
+         "one standard error": ("one_se", 1.6), "guard, 1 s.e.": ("guard_1", 1.6), "guard, 2 s.e.": ("guard_2", 1.6)}  # fmt: skip
+
+
+def compare_rules(runs):
+    """Mean metrics per dataset and delta of the row each rule picks (``--rules``)."""
+    datasets = {}
+    for r in runs:
+        datasets.setdefault((r["dataset"], r["delta"], r["seed"]), []).append(r)
+    table = []
+    for name, (rule, widest) in RULES.items():
+        for key, rows in datasets.items():
+            row = choose(rows, rule, widest)
+            table.append({"rule": name, "dataset": key[0], "delta": key[1], "chose": row["bandwidth"],
+                          **{m: row.get(m) for m in METRICS[1:]}})  # fmt: skip
+    frame = pd.DataFrame(table)
+    return frame.groupby(["rule", "dataset", "delta"], dropna=False, sort=False)[METRICS[1:]].mean().round(3)
+
+
 def summarise(runs):
     """Mean per dataset, delta and bandwidth, with ``"auto"``: each dataset's row at the tool's choice."""
     chosen = [r | {"bandwidth": "auto"} for r in runs if r["bandwidth"] == r.get("tool_chose")]
@@ -102,7 +145,12 @@ def main():
     parser.add_argument("--large-deltas", type=float, nargs="*", default=[0.1, 0.2])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bandwidth.json"))
     parser.add_argument("--summarise", action="store_true", help="rebuild the summary of --out from its runs")
+    parser.add_argument("--rules", action="store_true", help="compare selection rules on the gains in --out")
     args = parser.parse_args()
+    if args.rules:
+        with pd.option_context("display.width", 200, "display.max_rows", 100, "display.max_columns", 20):
+            print(compare_rules(json.loads(Path(args.out).read_text())["runs"]))
+        return
     if args.summarise:
         final = json.loads(Path(args.out).read_text())
         final["summary"] = summarise(final["runs"])
