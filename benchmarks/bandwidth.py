@@ -54,14 +54,15 @@ def held_out_gains(log_r, is_treated, held):
     return np.logaddexp(0, -sign * offset) - np.logaddexp(0, -sign * (log_r[held] + offset))
 
 
-def score_dataset(adata, seed, bandwidths, is_da):
+def score_dataset(adata, seed, bandwidths, is_da, validation_fraction=None):
     """The tool's model, trained once, scored at every bandwidth."""
+    held = {} if validation_fraction is None else {"validation_fraction": validation_fraction}
     tool = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
-                                        use_rep="X_pca", random_state=seed, copy=True)  # fmt: skip
+                                        use_rep="X_pca", random_state=seed, copy=True, train_kwargs=held)  # fmt: skip
     params = tool.uns["scratio_da"]["params"]
     model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], min_cells=10, s_min=DA_S_MIN,
                          random_state=seed)  # fmt: skip
-    model.train(params["n_steps"], batch_size=params["batch_size"])
+    model.train(params["n_steps"], batch_size=params["batch_size"], **held)
     is_treated = (adata.obs["condition"] == "treated").to_numpy()
     rows = []
     for h in bandwidths:
@@ -143,6 +144,9 @@ def main():
     parser.add_argument("--n-dims", type=int, default=50, help="leading PCs of the 20,000-cell set")
     parser.add_argument("--large-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--large-deltas", type=float, nargs="*", default=[0.1, 0.2])
+    parser.add_argument(
+        "--validation-fraction", type=float, help="cells held out of training (tool default: 0.1)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bandwidth.json"))
     parser.add_argument("--summarise", action="store_true", help="rebuild the summary of --out from its runs")
     parser.add_argument("--rules", action="store_true", help="compare selection rules on the gains in --out")
@@ -177,7 +181,9 @@ def main():
     runs = []
     for name, delta, seed, make in datasets:
         start = time.perf_counter()
-        rows, n_dims = score_dataset(make(), seed, args.bandwidths, delta is not None)
+        rows, n_dims = score_dataset(
+            make(), seed, args.bandwidths, delta is not None, args.validation_fraction
+        )
         seconds = round(time.perf_counter() - start, 1)
         for row in rows:
             runs.append(
