@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,6 +60,11 @@ def check_variance(std: np.ndarray, n_cells: int, use_rep: str) -> None:
 def is_whole_number(value) -> bool:
     """Whether ``value`` is a Python or numpy integer (``True`` and ``False`` are not)."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def is_finite_number(value) -> bool:
+    """Whether ``value`` is a finite Python or numpy real number (``True`` and ``False`` are not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def get_categorical(adata: AnnData, key: str) -> pd.Categorical:

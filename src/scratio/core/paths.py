@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+
+from scratio._validation import is_finite_number
 
 SCHEDULES = ("deterministic", "noise_at_data", "noise_on_path")
 #: Noise at the data of the ``noise_at_data`` schedule, and width of the tube of ``noise_on_path``.
@@ -129,8 +130,7 @@ class GaussianPath:
         With ``u = 1 / t`` and ``c = 1 - s_min``, ``(sigma_t / t)^2 = (u - c)^2 + s_path (u - 1)``
         rises with ``u``, so the root is unique.
         """
-        number = isinstance(bandwidth, numbers.Real) and not isinstance(bandwidth, bool)
-        if not (number and np.isfinite(bandwidth) and bandwidth >= self.s_min):
+        if not (is_finite_number(bandwidth) and bandwidth >= self.s_min):
             raise ValueError(
                 f"`bandwidth` must be a finite number at least the model's `s_min` ({self.s_min}), got "
                 f"{bandwidth}: the model knows the densities only smoothed by `s_min`. Pass a larger "

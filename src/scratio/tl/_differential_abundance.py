@@ -14,7 +14,7 @@ from scipy.special import log_softmax, logsumexp
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._settings import logger
-from scratio._validation import is_whole_number
+from scratio._validation import is_finite_number, is_whole_number
 from scratio.core.calibration import fit_logit_scale
 from scratio.core.paths import GaussianPath
 from scratio.core.training import MIN_VALIDATION_CELLS, TrainingOptions
@@ -436,8 +436,7 @@ def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | Non
 
 def _check_min_log_ratio(min_log_ratio: float, sample_key: str | None) -> None:
     """A finite, non-negative threshold, and only for the test over samples."""
-    number = isinstance(min_log_ratio, int | float | np.number) and not isinstance(min_log_ratio, bool)
-    if not (number and np.isfinite(min_log_ratio) and min_log_ratio >= 0):
+    if not (is_finite_number(min_log_ratio) and min_log_ratio >= 0):
         raise ValueError(
             f"`min_log_ratio` must be a finite number >= 0 (nats; e.g. np.log(1.5)), got {min_log_ratio!r}."
         )
