@@ -259,6 +259,10 @@ def test_scoring_options_are_checked_before_scoring(trained_2d):
         model.log_ratio(cells, SHIFTED, REFERENCE, estimator="s3")
     with pytest.raises(TypeError, match="as fields of the `Solver`"):
         model.log_ratio(cells, SHIFTED, REFERENCE, solver=sr.core.Solver(), divergence="hutchinson")
+    with pytest.raises(
+        TypeError, match=r"\(\['start'\], with `start=model.path.smoothing_time\(bandwidth\)`\)"
+    ):
+        model.log_ratio(cells, SHIFTED, REFERENCE, solver=sr.core.Solver(), bandwidth=0.6)
     # a Solver object and the same options as keywords give the same numbers
     np.testing.assert_array_equal(
         model.log_ratio(cells, SHIFTED, REFERENCE, solver=sr.core.Solver(n_steps=2, seed=0)),

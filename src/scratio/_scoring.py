@@ -60,7 +60,11 @@ def make_solver(
         raise TypeError(f"Unknown scoring options {unknown}; valid: {list(SOLVER_OPTIONS)}.")
     if isinstance(solver, Solver):
         if options:
-            raise TypeError(f"Pass {sorted(options)} as fields of the `Solver`, not beside it.")
+            fields = sorted(SOLVER_OPTIONS[k] for k in options)
+            hint = ", with `start=model.path.smoothing_time(bandwidth)`" if "bandwidth" in options else ""
+            raise TypeError(
+                f"Pass {sorted(options)} as fields of the `Solver` ({fields}{hint}), not beside it."
+            )
         return solver
     fields = {SOLVER_OPTIONS[k]: v for k, v in options.items()}
     bandwidth = fields.pop("start", None)
