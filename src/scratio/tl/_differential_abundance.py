@@ -390,7 +390,8 @@ def _select_bandwidth(
         fallback = max(FALLBACK_BANDWIDTH, s_min)
         logger.info(
             f"differential_abundance: {len(held)} held-out cells of the compared conditions to choose the "
-            f"bandwidth from (at least {MIN_VALIDATION_CELLS}, none with a passed `model` or `calibrate=True`); "
+            f"bandwidth from (at least {MIN_VALIDATION_CELLS}; none with `validation_fraction=0`, a passed `model` or "
+            "`calibrate=True`); "
             f"using {fallback}"
         )
         return fallback, None
