@@ -192,3 +192,75 @@ def test_evaluate_returns_exact_divergences_for_both_field_kinds():
             torch.testing.assert_close(q, jacobians.diagonal(dim1=1, dim2=2).sum(-1))
             torch.testing.assert_close(v, net(x, t, code)[0])
             torch.testing.assert_close(s, net(x, t, code)[1])
+
+
+def _two_gaussian_groups(n=3000, d=4, shift=1.5, seed=0):
+    """Cells of two conditions, ``N(shift 1, A A^T)`` and ``N(0, I)``, with their codes."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.eye(d) + 0.3 * torch.randn(d, d, generator=generator)
+    x = torch.cat(
+        [torch.randn(n, d, generator=generator) @ mixing.T + shift, torch.randn(n, d, generator=generator)]
+    )
+    codes = torch.cat([torch.zeros(n, 1, dtype=torch.int64), torch.ones(n, 1, dtype=torch.int64)])
+    return x, codes
+
+
+def _fitted_base(x, codes, path):
+    from scratio.core.base import GaussianBase
+
+    return GaussianBase([2]).fit(x[::2], codes[::2], path, held_out_x=x[1::2], held_out_codes=codes[1::2])
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_gaussian_base_has_the_closed_form_fields_of_its_fits(path):
+    """Per condition and for the null mixture: velocity, score and the velocity's JVPs are exact."""
+    x, codes = _two_gaussian_groups()
+    base = _fitted_base(x, codes, path)
+    assert float(base.shrinkage) == 1.0  # well-separated conditions keep their own fits
+    covariances = base.eigenvectors * base.eigenvalues[:, None, :] @ base.eigenvectors.transpose(1, 2)
+    exact = GaussianConditionalField(base.means, covariances, path, weights=base.log_weights.exp())
+    cells = torch.randn(9, 4, generator=torch.Generator().manual_seed(2)) + 0.7
+    tangents = torch.randn(3, 9, 4, generator=torch.Generator().manual_seed(3))
+    for code in range(3):  # 2 is null: the mixture of both, weighted by their cells
+        codes_ = torch.full((9, 1), code)
+        for t in (0.0, 0.4, 0.95):
+            velocity, score = base(cells, torch.tensor(t), codes_)
+            expected_velocity, expected_score = exact(cells.double(), torch.tensor(t), codes_)
+            torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
+        _, _, d_velocity = base(cells, torch.tensor(0.4), codes_, tangents)
+        for p in range(3):
+            _, expected = torch.func.jvp(
+                lambda y, codes_=codes_: base(y, torch.tensor(0.4), codes_)[0], (cells,), (tangents[p],)
+            )
+            torch.testing.assert_close(d_velocity[p], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_gaussian_base_shrinks_to_the_pooled_fit_when_labels_carry_nothing():
+    x, _ = _two_gaussian_groups(shift=0.0)
+    random_codes = torch.randint(2, (len(x), 1), generator=torch.Generator().manual_seed(4))
+    base = _fitted_base(x, random_codes, GaussianPath(s_min=0.05))
+    assert float(base.shrinkage) == 0.0
+    _, score_0 = base(x[:50], torch.tensor(0.7), torch.zeros(50, 1, dtype=torch.int64))
+    _, score_1 = base(x[:50], torch.tensor(0.7), torch.ones(50, 1, dtype=torch.int64))
+    torch.testing.assert_close(score_0, score_1)  # the base adds nothing to any log-ratio
+
+
+def test_network_with_a_gaussian_base_scores_its_closed_form_before_learning():
+    """The heads' read-outs start at zero, so the network is its base: S1 gives the fits' exact log-ratio."""
+    path = GaussianPath(s_min=0.05)
+    x, codes = _two_gaussian_groups()
+    net = ConditionalFlowNet(4, [2], width=16, base="gaussian")
+    assert net.fitted_base is None and net.config["base"] == "gaussian"
+    net.base.fit(x, codes, path)
+    covariances = (
+        net.base.eigenvectors * net.base.eigenvalues[:, None, :] @ net.base.eigenvectors.transpose(1, 2)
+    )
+    exact = GaussianConditionalField(net.base.means, covariances, path)
+    cells = x[::300]
+    codes_ = {k: torch.full((len(cells), 1), k) for k in range(3)}
+    truth = exact.log_prob(cells.double(), 0) - exact.log_prob(cells.double(), 1)
+    estimate = ode.log_ratio(net, cells, codes_[0], codes_[1], solver=Solver(method="rk4", n_steps=20))
+    assert (estimate.double() - truth).abs().max() < 1e-2 * truth.abs().max()
+    with pytest.raises(ValueError, match="Unknown base 'mixture'"):
+        ConditionalFlowNet(4, [2], base="mixture")

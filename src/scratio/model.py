@@ -74,7 +74,8 @@ class RatioFlow:
         optional and attached when given.
     network_options
         Options of :class:`~scratio.core.ConditionalFlowNet`: ``width``, ``n_layers``,
-        ``head_layers``, ``condition_dim``, ``n_frequencies``, ``activation``.
+        ``head_layers``, ``condition_dim``, ``n_frequencies``, ``activation``, ``base``
+        (``"gaussian"``: learn the residual around a Gaussian per condition).
 
     Examples
     --------
@@ -540,17 +541,20 @@ class RatioFlow:
         """What reproduces this model, for ``adata.uns[...]["params"]`` (HDF5-writable, no history).
 
         Keys: ``use_rep``, ``n_dims`` (the first ``n_dims`` columns of ``use_rep``),
-        ``condition_keys``, ``schedule`` (the path's parameters), ``network``, ``random_state``
+        ``condition_keys``, ``schedule`` (the path's parameters), ``network``, ``base_shrinkage``
+        (with a Gaussian base: the share of each condition's own fit it kept), ``random_state``
         and the training record without its loss history (``n_steps``, ``batch_size``,
         ``final_loss``, ...).
         """
         training = {k: v for k, v in self.training_record.items() if k != "loss_history" and v is not None}
+        base = self.network.fitted_base
         return {
             "use_rep": self.use_rep,
             "n_dims": self.n_dims,
             "condition_keys": self.condition_keys,
             "schedule": self.path.to_dict(),
             "network": dict(self.network.config),
+            **({"base_shrinkage": float(base.shrinkage)} if base is not None else {}),
             "random_state": self.random_state,
             **training,
         }

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .base import GaussianBase
+
+#: Closed-form fields the heads may learn the residual of (``None``: no base).
+BASES = (None, "gaussian")
 ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -84,6 +88,10 @@ class ConditionalFlowNet(nn.Module):
     activation
         One of ``"silu"``, ``"selu"``, ``"gelu"``, ``"tanh"``. Smooth activations keep the
         divergence well defined.
+    base
+        ``"gaussian"``: the heads learn the residual around the exact fields of a Gaussian per
+        group of cells (:class:`~scratio.core.GaussianBase`, fitted when training starts).
+        ``None``: the heads learn the whole fields.
     """
 
     def __init__(
@@ -97,10 +105,13 @@ class ConditionalFlowNet(nn.Module):
         condition_dim: int = 16,
         n_frequencies: int = 6,
         activation: str = "silu",
+        base: str | None = None,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+        if base not in BASES:
+            raise ValueError(f"Unknown base {base!r}; choose one of {BASES}.")
         self.n_dims = n_dims
         #: The keyword arguments that rebuild this network (saved with a model).
         self.config = {
@@ -110,6 +121,7 @@ class ConditionalFlowNet(nn.Module):
             "condition_dim": condition_dim,
             "n_frequencies": n_frequencies,
             "activation": activation,
+            "base": base,
         }
         self.time_features = TimeFeatures(n_frequencies)
         self.conditions = ConditionEmbedding(n_categories, condition_dim)
@@ -119,6 +131,16 @@ class ConditionalFlowNet(nn.Module):
             _mlp(width, width, head_layers, activation), nn.Linear(width, n_dims)
         )
         self.score_head = nn.Sequential(_mlp(width, width, head_layers, activation), nn.Linear(width, n_dims))
+        self.base = GaussianBase(n_categories) if base == "gaussian" else None
+        if self.base is not None:  # start as the base: the residual is learned from zero
+            for head in (self.velocity_head, self.score_head):
+                nn.init.zeros_(head[-1].weight)
+                nn.init.zeros_(head[-1].bias)
+
+    @property
+    def fitted_base(self) -> GaussianBase | None:
+        """The base field, once fitted to cells; ``None`` without one."""
+        return self.base if self.base is not None and self.base.is_fitted else None
 
     def features(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Trunk features; ``t`` is a scalar or a tensor of shape ``(n,)``."""
@@ -128,7 +150,11 @@ class ConditionalFlowNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor):
         """Return ``(velocity, score)``, each of the shape of ``x``."""
         h = self.features(x, t, codes)
-        return self.velocity_head(h), self.score_head(h)
+        velocity, score = self.velocity_head(h), self.score_head(h)
+        if self.fitted_base is None:
+            return velocity, score
+        base_velocity, base_score = self.base(x, t, codes)
+        return velocity + base_velocity, score + base_score
 
     def forward_with_tangents(
         self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor
@@ -151,7 +177,11 @@ class ConditionalFlowNet(nn.Module):
         h, dh = first(h), tangents @ first.weight[:, : self.n_dims].T
         h, dh = _push_forward(layers[1:], h, dh)
         velocity, d_velocity = _push_forward(_leaves(self.velocity_head), h, dh)
-        return velocity, self.score_head(h), d_velocity
+        score = self.score_head(h)
+        if self.fitted_base is None:
+            return velocity, score, d_velocity
+        base_velocity, base_score, base_d_velocity = self.base(x, t, codes, tangents)
+        return velocity + base_velocity, score + base_score, d_velocity + base_d_velocity
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:

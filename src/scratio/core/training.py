@@ -187,9 +187,10 @@ def train_flow(
 ) -> TrainingRecord:
     """Fit ``network`` in place by flow matching on ``x`` (standardised cells) with per-cell ``codes``.
 
-    Splits off the held-out cells, builds the loaders, the early stopping and a quiet
-    Lightning trainer, trains, and leaves the network on the CPU in evaluation mode with the
-    best validated (or averaged) weights.
+    Splits off the held-out cells, fits the network's base field (if any) to the training
+    cells, builds the loaders, the early stopping and a quiet Lightning trainer, trains, and
+    leaves the network on the CPU in evaluation mode with the best validated (or averaged)
+    weights.
     """
     from lightning.pytorch.callbacks import EarlyStopping
 
@@ -198,6 +199,11 @@ def train_flow(
     n_steps = options.steps_for(len(x))
     train_cells, validation_cells = options.split(len(x), seed)
     n_validation = len(validation_cells)
+    if network.base is not None:
+        network.base.fit(
+            x[train_cells], codes[train_cells], path,
+            held_out_x=x[validation_cells], held_out_codes=codes[validation_cells],
+        )  # fmt: skip
     batches = RandomBatches(
         x, codes, torch.from_numpy(train_cells), batch_size=options.batch_size, n_batches=n_steps, seed=seed
     )

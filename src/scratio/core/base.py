@@ -1,0 +1,193 @@
+"""A closed-form base field: the exact velocity and score of a Gaussian fit to each group of cells.
+
+With a base the network learns only the residual of the fields around it. Learned scores are
+dominated by their Gaussian part at high noise, and a Gaussian per condition is the whole answer
+when the conditions are Gaussian; the network then learns what is not.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from scratio._settings import logger
+
+from .paths import GaussianPath
+
+#: Shares of each group's own fit, against the pooled one, among which training chooses.
+SHRINKAGE_CANDIDATES = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Smallest variance of a fit, relative to its largest.
+MIN_VARIANCE = 1e-4
+
+
+class GaussianBase(nn.Module):
+    """Velocity and score of ``N(mean_g, cov_g)`` per group of cells, carried along a Gaussian path.
+
+    A group is one combination of condition codes seen in training. A query code with some keys
+    set to null is the mixture of the groups that agree on its other keys, weighted by their
+    numbers of cells; its fields are the responsibility-weighted averages of theirs (exact for
+    the mixture). A code that matches no group gets the mixture of all groups.
+
+    Each group's mean and covariance are ``pooled + shrinkage * (own - pooled)``: ``0`` gives
+    every group the pooled Gaussian (the base then adds nothing to any log-ratio), ``1`` each
+    group its own fit. :meth:`fit` chooses the shrinkage by the
+    held-out log-likelihood of the groups, a proper score of how well the base tells them apart.
+
+    Parameters
+    ----------
+    n_categories
+        Number of categories of each condition key; code ``n_categories[k]`` is the null entry.
+    """
+
+    def __init__(self, n_categories=()):
+        super().__init__()
+        self.register_buffer("null_codes", torch.tensor([int(n) for n in n_categories], dtype=torch.int64))
+        self.register_buffer("group_codes", torch.zeros(0, len(n_categories), dtype=torch.int64))
+        for name in ("means", "eigenvectors", "eigenvalues", "log_weights"):
+            self.register_buffer(name, torch.zeros(0))
+        self.register_buffer("path_noise", torch.zeros(2))  # s_min and s_path of the path fitted for
+        self.register_buffer("shrinkage", torch.tensor(float("nan")))
+        # A saved base has as many groups as it was fitted on: take the saved buffers' shapes.
+        self.register_load_state_dict_pre_hook(self._resize_buffers)
+
+    def _resize_buffers(self, module, state_dict, prefix, *args) -> None:
+        for name, buffer in self.named_buffers(recurse=False):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != buffer.shape:
+                setattr(self, name, torch.empty_like(saved, dtype=buffer.dtype))
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has set the groups."""
+        return len(self.means) > 0
+
+    @property
+    def path(self) -> GaussianPath:
+        """The path the base was fitted for."""
+        s_min, s_path = self.path_noise.tolist()
+        return GaussianPath(s_min=s_min, s_path=s_path)
+
+    def fit(
+        self,
+        x: torch.Tensor,
+        codes: torch.Tensor,
+        path: GaussianPath,
+        *,
+        held_out_x: torch.Tensor | None = None,
+        held_out_codes: torch.Tensor | None = None,
+    ) -> GaussianBase:
+        """Fit a Gaussian to each group of ``codes`` in ``x``; choose the shrinkage on the held-out cells.
+
+        Without held-out cells each group keeps its own fit (shrinkage 1).
+        """
+        x64 = x.detach().cpu().double().numpy()
+        group_codes, group_of_cell, counts = np.unique(
+            codes.cpu().numpy(), axis=0, return_inverse=True, return_counts=True
+        )
+        group_of_cell = group_of_cell.ravel()
+        pooled_mean, pooled_cov = x64.mean(0), _covariance(x64, np.eye(x64.shape[1]))
+        own = [(x64[group_of_cell == g].mean(0), _covariance(x64[group_of_cell == g], pooled_cov))
+               for g in range(len(group_codes))]  # fmt: skip
+
+        def gaussians(shrinkage):
+            means = np.stack([pooled_mean + shrinkage * (m - pooled_mean) for m, _ in own])
+            covs = np.stack([pooled_cov + shrinkage * (c - pooled_cov) for _, c in own])
+            return means, covs
+
+        self.group_codes = torch.as_tensor(group_codes, dtype=torch.int64)
+        self.log_weights = torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))
+        self.path_noise = torch.tensor([path.s_min, path.s_path], dtype=torch.float32)
+        shrinkage = 1.0
+        if held_out_x is not None and len(held_out_x) and len(group_codes) > 1:
+            scores = {}
+            for candidate in SHRINKAGE_CANDIDATES:
+                self._set(*gaussians(candidate))
+                scores[candidate] = self.held_out_group_log_likelihood(held_out_x, held_out_codes)
+            shrinkage = max(scores, key=scores.get)  # the first of equals: the most shrunk
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(f"Gaussian base: held-out group log-likelihood by shrinkage {scores}.")
+        self._set(*gaussians(shrinkage))
+        self.shrinkage = torch.tensor(float(shrinkage))
+        logger.info(
+            f"Gaussian base: {len(group_codes)} group(s) of cells, shrinkage {shrinkage:g} towards the pooled fit."
+        )
+        return self
+
+    def _set(self, means: np.ndarray, covariances: np.ndarray) -> None:
+        eigenvalues, eigenvectors = np.linalg.eigh(covariances)
+        # A group of fewer cells than dimensions has a singular covariance: floor its variances.
+        eigenvalues = np.maximum(eigenvalues, MIN_VARIANCE * eigenvalues.max(axis=-1, keepdims=True))
+        self.means = torch.as_tensor(means, dtype=torch.float32)
+        self.eigenvalues = torch.as_tensor(eigenvalues, dtype=torch.float32)
+        self.eigenvectors = torch.as_tensor(eigenvectors, dtype=torch.float32)
+
+    def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
+        """Mean ``log p(group | x)`` of cells under the groups' Gaussians at the data (``t = 1``)."""
+        log_density = self._log_densities(x, torch.ones(len(x), 1, dtype=x.dtype))[0]
+        log_joint = log_density + self.log_weights.to(x.dtype)
+        own = (codes[:, None, :] == self.group_codes[None]).all(-1)
+        # A held-out cell of a combination never seen in training has no group: it is not scored.
+        seen = own.any(1)
+        log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
+        return float(log_posterior[own].sum() / max(int(seen.sum()), 1))
+
+    def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
+        """Log-densities of ``x`` under each group at time ``t`` (``(n, 1)``), and the parts of the fields."""
+        path = self.path
+        sigma2 = path.sigma(t) ** 2  # (n, 1)
+        variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]  # (n, G, d)
+        centred = x[:, None, :] - t[:, :, None] * self.means  # (n, G, d)
+        projected = torch.einsum("ngd,gde->nge", centred, self.eigenvectors)
+        log_density = -0.5 * ((projected**2 / variances) + torch.log(variances)).sum(-1)
+        return log_density, projected, variances
+
+    def responsibilities(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """``(n, G)`` weights of the groups in each cell's condition at time ``t``."""
+        log_density, _, _ = self._log_densities(x, t)
+        return self._weights(log_density, codes)
+
+    def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        agrees = (codes[:, None, :] == self.group_codes[None]) | (codes == self.null_codes)[:, None, :]
+        member = agrees.all(-1)
+        member = member | ~member.any(1, keepdim=True)  # an unseen combination: every group
+        log_weights = torch.where(member, self.log_weights.to(log_density.dtype), -torch.inf)
+        return torch.softmax(log_density + log_weights, dim=1)
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor | None = None
+    ):
+        """Velocity and score of each cell's condition; with ``tangents`` ``(P, n, d)`` also the velocity's JVPs."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))[:, None]
+        log_density, projected, variances = self._log_densities(x, t)
+        weights = self._weights(log_density, codes)  # (n, G)
+        path = self.path
+        # Per eigen-direction, score = -y / var and velocity = mean + gain * y / var, with
+        # gain = t * eigenvalue + sigma * d sigma / dt.
+        gain = t[:, :, None] * self.eigenvalues + path.sigma_d_sigma(t)[:, :, None]
+        scores = -torch.einsum("gde,nge->ngd", self.eigenvectors, projected / variances)
+        slopes = gain / variances  # (n, G, d): the velocity's Jacobian in each group's eigenbasis
+        velocities = self.means + torch.einsum("gde,nge->ngd", self.eigenvectors, slopes * projected)
+        velocity = (weights[..., None] * velocities).sum(1)
+        score = (weights[..., None] * scores).sum(1)
+        if tangents is None:
+            return velocity, score
+        # d v = sum_g w_g J_g dx + sum_g v_g dw_g, with dw_g = w_g (s_g - s) . dx
+        d_velocity = torch.zeros_like(tangents)
+        for g in range(len(self.means)):
+            w = weights[:, g]
+            if not bool((w > 0).any()):
+                continue
+            along = (tangents @ self.eigenvectors[g]) * slopes[:, g]  # (P, n, d) in the eigenbasis
+            d_weight = w * torch.einsum("pnd,nd->pn", tangents, scores[:, g] - score)
+            d_velocity += (
+                w[:, None] * (along @ self.eigenvectors[g].T) + d_weight[..., None] * velocities[:, g]
+            )
+        return velocity, score, d_velocity
+
+
+def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Sample covariance of a group; the pooled one for a group of fewer than two cells."""
+    return np.cov(x, rowvar=False).reshape(fallback.shape) if len(x) > 1 else fallback
