@@ -135,7 +135,7 @@ class GaussianBase(nn.Module):
         return float(log_posterior[own].sum() / max(int(seen.sum()), 1))
 
     def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
-        """Log-densities of ``x`` under each group at time ``t`` (``(n, 1)``), and the parts of the fields."""
+        """Log-densities of ``x`` under each group at time ``t`` (``(n, 1)``), up to one shared constant, and the parts of the fields."""
         path = self.path
         sigma2 = path.sigma(t) ** 2  # (n, 1)
         variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]  # (n, G, d)
@@ -143,11 +143,6 @@ class GaussianBase(nn.Module):
         projected = torch.einsum("ngd,gde->nge", centred, self.eigenvectors)
         log_density = -0.5 * ((projected**2 / variances) + torch.log(variances)).sum(-1)
         return log_density, projected, variances
-
-    def responsibilities(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """``(n, G)`` weights of the groups in each cell's condition at time ``t``."""
-        log_density, _, _ = self._log_densities(x, t)
-        return self._weights(log_density, codes)
 
     def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         agrees = (codes[:, None, :] == self.group_codes[None]) | (codes == self.null_codes)[:, None, :]
@@ -162,7 +157,7 @@ class GaussianBase(nn.Module):
         """Velocity and score of each cell's condition; with ``tangents`` ``(P, n, d)`` also the velocity's JVPs."""
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))[:, None]
         log_density, projected, variances = self._log_densities(x, t)
-        weights = self._weights(log_density, codes)  # (n, G)
+        weights = self._weights(log_density, codes)  # (n, G): each group's responsibility for x
         path = self.path
         # Per eigen-direction, score = -y / var and velocity = mean + gain * y / var, with
         # gain = t * eigenvalue + sigma * d sigma / dt.
