@@ -74,11 +74,14 @@ def parse_setting(description: str, presets: dict, name: str, grids: dict[str, t
     parser.add_argument("--solver-steps", type=int, default=2)
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--base", choices=["gaussian"], help="the network's base field (default none)")
+    parser.add_argument("--s-min", type=float, help="noise at the data (default RatioFlow's)")
     parser.add_argument("--out")
     args = parser.parse_args()
     setting = preset_setting(args, presets)
     setting |= {"solver": "rk4", "solver_steps": args.solver_steps, "divergence": "exact",
-                "validation_fraction": args.validation_fraction, "accelerator": args.accelerator}  # fmt: skip
+                "validation_fraction": args.validation_fraction, "accelerator": args.accelerator,
+                "base": args.base, "s_min": args.s_min}  # fmt: skip
     out = Path(args.out or Path(__file__).parent / "results" / f"{name}_{args.preset}.json")
     return setting, out
 
@@ -98,7 +101,13 @@ def train_timed(adata, setting: dict, seed: int):
     """A ``RatioFlow`` on ``obs["condition"]`` trained with the preset's budget, and its training facts."""
     start = time.perf_counter()
     model = sr.RatioFlow(
-        adata, use_rep="X_pca", condition_keys="condition", width=setting["width"], random_state=seed
+        adata,
+        use_rep="X_pca",
+        condition_keys="condition",
+        width=setting["width"],
+        base=setting["base"],
+        s_min=setting["s_min"],
+        random_state=seed,
     )
     model.train(setting["steps"], batch_size=setting["batch_size"],
                 validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip

@@ -1,0 +1,82 @@
+"""Issue 11: the DA tool with and without a Gaussian base field, side by side with MELD.
+
+``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
+use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with ``base="gaussian"``
+(the network learns the residual around the exact fields of a Gaussian per condition, shrunk
+towards the pooled Gaussian by the held-out label log-likelihood). Datasets: random labels on
+``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
+(``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2), seeds 0-2. MELD on all 50 PCs in the same run.
+Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``),
+the base's shrinkage and the width ``bandwidth="auto"`` chose, and the wall time.
+
+    OMP_NUM_THREADS=1 python benchmarks/gaussian_base.py      # about 20 min on one core
+
+Results: ``results/gaussian_base.json`` (``--out``; written after every dataset).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+from _common import machine
+from noise_floor import da_row, meld_score, noise_row, random_labels
+
+import scratio as sr
+
+VARIANTS = {"default": {}, "gaussian base": {"base": "gaussian"}}
+METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
+
+
+def score_dataset(adata, seed, is_da):
+    """One row per variant and one for MELD."""
+    rows = []
+    for name, options in VARIANTS.items():
+        start = time.perf_counter()
+        out = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
+                                           use_rep="X_pca", random_state=seed, copy=True, **options)  # fmt: skip
+        seconds = time.perf_counter() - start
+        values = out.obs["scratio_da"].to_numpy(float)
+        params = out.uns["scratio_da"]["params"]
+        rows.append({"method": name, **noise_row(values), **(da_row(values, adata) if is_da else {}),
+                     "seconds": round(seconds, 2), "bandwidth_used": params["bandwidth_used"],
+                     "n_dims": params["n_dims"], "shrinkage": params["training"].get("base_shrinkage")})  # fmt: skip
+    meld, seconds = meld_score(adata, adata.obsm["X_pca"].shape[1], seed)
+    rows.append({"method": "meld", **noise_row(meld), **(da_row(meld, adata) if is_da else {}),
+                 "seconds": round(seconds, 2)})  # fmt: skip
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--deltas", type=float, nargs="+", default=[0.1, 0.2])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gaussian_base.json"))
+    args = parser.parse_args()
+    sr.settings.verbosity = 0
+    import scanpy as sc
+
+    runs = []
+    datasets = [("noise", None, seed) for seed in args.seeds]
+    datasets += [("da", delta, seed) for delta in args.deltas for seed in args.seeds]
+    for part, delta, seed in datasets:
+        if part == "noise":
+            adata = random_labels(sc.datasets.pbmc68k_reduced(), seed)
+        else:
+            adata = sr.datasets.pbmc68k_da(delta, random_state=seed)
+        for row in score_dataset(adata, seed, part == "da"):
+            runs.append({"part": part, "delta": delta, "seed": seed, **row})
+            print(runs[-1], flush=True)
+        frame = pd.DataFrame(runs)
+        summary = (frame.groupby(["part", "delta", "method"], dropna=False, sort=False)
+                   [[m for m in METRICS if m in frame]].mean().round(4).reset_index())  # fmt: skip
+        Path(args.out).write_text(json.dumps({
+            "machine": machine(), "variants": VARIANTS, "runs": runs,
+            "summary": json.loads(summary.to_json(orient="records")),
+        }, indent=1))  # fmt: skip
+    print(summary.to_string())
+
+
+if __name__ == "__main__":
+    main()
