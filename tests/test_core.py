@@ -264,3 +264,31 @@ def test_network_with_a_gaussian_base_scores_its_closed_form_before_learning():
     assert (estimate.double() - truth).abs().max() < 1e-2 * truth.abs().max()
     with pytest.raises(ValueError, match="Unknown base 'mixture'"):
         ConditionalFlowNet(4, [2], base="mixture")
+
+
+def test_gaussian_base_marginalises_a_null_key_over_the_groups_that_agree():
+    """Two keys: (treatment 0, donor null) is the cell-weighted mixture of (0, 0) and (0, 1), exactly."""
+    from scratio.core import GaussianBase
+
+    generator = torch.Generator().manual_seed(5)
+    sizes = {(0, 0): 300, (0, 1): 100, (1, 0): 200, (1, 1): 200}
+    x = torch.cat(
+        [
+            torch.randn(n, 3, generator=generator) + 2.0 * torch.tensor([a, b, a - b])
+            for (a, b), n in sizes.items()
+        ]
+    )
+    codes = torch.cat([torch.tensor([group]).expand(n, 2) for group, n in sizes.items()])
+    path = GaussianPath(s_min=0.05)
+    base = GaussianBase([2, 2]).fit(x, codes, path)
+    assert base.group_codes.tolist() == [list(group) for group in sizes]
+    treated_0 = base.group_codes[:, 0] == 0
+    covariances = base.eigenvectors * base.eigenvalues[:, None, :] @ base.eigenvectors.transpose(1, 2)
+    mixture = GaussianConditionalField(
+        base.means[treated_0], covariances[treated_0], path, weights=torch.tensor([0.75, 0.25])
+    )
+    cells = torch.randn(6, 3, generator=generator)
+    velocity, score = base(cells, torch.tensor(0.6), torch.tensor([[0, 2]]).expand(6, 2))
+    expected_velocity, expected_score = mixture(cells.double(), torch.tensor(0.6), torch.full((6, 1), 2))
+    torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
