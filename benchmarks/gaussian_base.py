@@ -5,11 +5,15 @@ use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with 
 (the network learns the residual around the exact fields of a Gaussian per condition, shrunk
 towards the pooled Gaussian by the held-out label log-likelihood). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
-(``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2), seeds 0-2. MELD on all 50 PCs in the same run.
+(``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2), seeds 0-2; ``--large``: the 20,000-cell Gaussian
+set of ``da_speed.py`` in all 50 PCs, random labels and ``sr.datasets.semi_synthetic_da`` at the
+same deltas. MELD on all 50 PCs in the same run.
 Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``),
 the base's shrinkage and the width ``bandwidth="auto"`` chose, and the wall time.
 
     OMP_NUM_THREADS=1 python benchmarks/gaussian_base.py      # about 20 min on one core
+    OMP_NUM_THREADS=1 python benchmarks/gaussian_base.py --large --seeds 0 --variants default \
+        --out benchmarks/results/gaussian_base_large_default.json  # 20,000 cells; one variant per core
 
 Results: ``results/gaussian_base.json`` (``--out``; written after every dataset).
 """
@@ -29,10 +33,11 @@ VARIANTS = {"default": {}, "gaussian base": {"base": "gaussian"}}
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
 
 
-def score_dataset(adata, seed, is_da):
+def score_dataset(adata, seed, is_da, variants):
     """One row per variant and one for MELD."""
     rows = []
-    for name, options in VARIANTS.items():
+    for name in variants:
+        options = VARIANTS[name]
         start = time.perf_counter()
         out = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
                                            use_rep="X_pca", random_state=seed, copy=True, **options)  # fmt: skip
@@ -52,21 +57,41 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--deltas", type=float, nargs="+", default=[0.1, 0.2])
+    parser.add_argument(
+        "--large", action="store_true", help="the 20,000-cell Gaussian set (all 50 PCs) instead"
+    )
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gaussian_base.json"))
     args = parser.parse_args()
     sr.settings.verbosity = 0
-    import scanpy as sc
+    if args.large:
+        from da_speed import cells
 
+        large = cells(50)
+    else:
+        import scanpy as sc
+
+        pbmc = sc.datasets.pbmc68k_reduced()
     runs = []
     datasets = [("noise", None, seed) for seed in args.seeds]
     datasets += [("da", delta, seed) for delta in args.deltas for seed in args.seeds]
     for part, delta, seed in datasets:
         if part == "noise":
-            adata = random_labels(sc.datasets.pbmc68k_reduced(), seed)
+            adata = random_labels(large if args.large else pbmc, seed)
+        elif args.large:
+            adata = sr.datasets.semi_synthetic_da(large, "leiden", delta=delta, random_state=seed, copy=True)
         else:
             adata = sr.datasets.pbmc68k_da(delta, random_state=seed)
-        for row in score_dataset(adata, seed, part == "da"):
-            runs.append({"part": part, "delta": delta, "seed": seed, **row})
+        for row in score_dataset(adata, seed, part == "da", args.variants):
+            runs.append(
+                {
+                    "part": part,
+                    "delta": delta,
+                    "seed": seed,
+                    "dataset": "gaussian" if args.large else "pbmc68k",
+                    **row,
+                }
+            )
             print(runs[-1], flush=True)
         frame = pd.DataFrame(runs)
         summary = (frame.groupby(["part", "delta", "method"], dropna=False, sort=False)
