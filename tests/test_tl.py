@@ -507,6 +507,12 @@ BAD_DA = {
     ),
     "existing column": (_bad_existing_column, {}, ValueError, r"'scratio_da'.*already exists.*key_added"),
     "smoothing out of range": (None, {"s_min": 1.0}, ValueError, r"`s_min` must lie in \[0, 1\), got 1.0"),
+    "unknown base": (
+        None,
+        {"base": "mixture"},
+        ValueError,
+        r"Unknown base 'mixture'; choose one of \(None, 'gaussian'\)",
+    ),
     "bandwidth not a number": (
         None,
         {"bandwidth": "wide"},
