@@ -8,6 +8,7 @@ when the conditions are Gaussian; the network then learns what is not.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class GaussianBase(nn.Module):
         Number of categories of each condition key; code ``n_categories[k]`` is the null entry.
     """
 
-    def __init__(self, n_categories=()):
+    def __init__(self, n_categories: Sequence[int] = ()):
         super().__init__()
         self.register_buffer("null_codes", torch.tensor([int(n) for n in n_categories], dtype=torch.int64))
         self.register_buffer("group_codes", torch.zeros(0, len(n_categories), dtype=torch.int64))
@@ -81,7 +82,19 @@ class GaussianBase(nn.Module):
     ) -> GaussianBase:
         """Fit a Gaussian to each group of ``codes`` in ``x``; choose the shrinkage on the held-out cells.
 
-        Without held-out cells each group keeps its own fit (shrinkage 1).
+        Parameters
+        ----------
+        x, codes
+            ``(n, d)`` training cells (standardised) and their ``(n, n_keys)`` condition codes.
+        path
+            The path along which the fields are carried (the model's).
+        held_out_x, held_out_codes
+            Cells not trained on, to choose the shrinkage among :data:`SHRINKAGE_CANDIDATES`.
+            Without them each group keeps its own fit (shrinkage 1).
+
+        Returns
+        -------
+        The base itself, fitted.
         """
         x64 = x.detach().cpu().double().numpy()
         group_codes, group_of_cell, counts = np.unique(
