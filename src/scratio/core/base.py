@@ -185,9 +185,7 @@ class GaussianBase(nn.Module):
         # d v = sum_g w_g J_g dx + sum_g v_g dw_g, with dw_g = w_g (s_g - s) . dx
         d_velocity = torch.zeros_like(tangents)
         for g in range(len(self.means)):
-            w = weights[:, g]
-            if not bool((w > 0).any()):
-                continue
+            w = weights[:, g]  # zero for the cells whose condition excludes the group
             along = (tangents @ self.eigenvectors[g]) * slopes[:, g]  # (P, n, d) in the eigenbasis
             d_weight = w * torch.einsum("pnd,nd->pn", tangents, scores[:, g] - score)
             d_velocity += (
