@@ -194,7 +194,7 @@ def test_n_pcs_uses_the_first_columns_and_checks_its_range(trained_2d):
     )
     before = wide.obsm["X_pca"].copy()
     model = sr.RatioFlow(wide, condition_keys="condition", n_pcs=2, width=32)
-    assert model.n_dims == 2 and model.record["n_dims"] == 2
+    assert model.n_dims == 2 and model.record["n_dims"] == 2 and model.record["scaling"] == "per_dimension"
     model.train(20, batch_size=128)
     scores = model.log_ratio(wide[:50], SHIFTED, REFERENCE)  # the wide AnnData is cut to 2 columns
     np.testing.assert_array_equal(scores, model.log_ratio(wide.obsm["X_pca"][:50, :2], SHIFTED, REFERENCE))

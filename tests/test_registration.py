@@ -42,6 +42,29 @@ def test_saved_form_round_trips_through_json(registered):
     np.testing.assert_array_equal(again.scale, registration.scale)
 
 
+def test_global_scaling_keeps_the_geometry(registered):
+    adata, per_dimension, _ = registered
+    adata.obsm["X_pca"] = adata.obsm["X_pca"] * np.array([3.0, 1.0, 1.0], dtype=np.float32)
+    registration, cells = sr.Registration.register(adata, "X_pca", ["condition"], n_pcs=2, scaling="global")
+    sd = cells.x.std(axis=0)
+    # one scale for every dimension, the root mean variance: the sds keep their ratio and their
+    # mean square is 1 (the per-dimension registration makes each 1)
+    ratio = registration.standardise(cells.x).std(axis=0) / (sd / np.sqrt(np.mean(sd**2)))
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
+    np.testing.assert_allclose(ratio[0], 1.0, rtol=1e-2)
+    assert sd[0] / sd[1] > 2 and np.ptp(registration.scale) == 0
+    again = sr.Registration.from_dict(json.loads(json.dumps(registration.to_dict())))
+    assert (again.scaling, per_dimension.scaling) == ("global", "per_dimension")
+    np.testing.assert_array_equal(again.scale, registration.scale)
+    config = per_dimension.to_dict()
+    del config["scaling"]  # saved before the option: scaled per dimension
+    assert sr.Registration.from_dict(config).scaling == "per_dimension"
+    with pytest.raises(
+        ValueError, match=r"Unknown scaling 'pca'; choose one of \['per_dimension', 'global'\]"
+    ):
+        sr.Registration.register(adata, "X_pca", ["condition"], scaling="pca")
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

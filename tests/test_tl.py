@@ -124,6 +124,7 @@ def test_da_outputs(da_result, tmp_path):
     assert params["solver"] == "rk4"
     assert params["schedule"]["schedule"] == "noise_at_data"
     assert params["schedule"]["s_min"] == 0.4  # the tool's smoothing, not the model's 0.05
+    assert params["scaling"] == "global"  # the tool's scaling, not the model's per-dimension one
     assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
     selection = uns["bandwidth_selection"]
     assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
@@ -507,6 +508,12 @@ BAD_DA = {
     ),
     "existing column": (_bad_existing_column, {}, ValueError, r"'scratio_da'.*already exists.*key_added"),
     "smoothing out of range": (None, {"s_min": 1.0}, ValueError, r"`s_min` must lie in \[0, 1\), got 1.0"),
+    "unknown scaling": (
+        None,
+        {"scaling": "pca"},
+        ValueError,
+        r"Unknown scaling 'pca'; choose one of \['per_dimension', 'global'\]",
+    ),
     "unknown base": (
         None,
         {"base": "mixture"},

@@ -32,6 +32,9 @@ from ._validation import (
 #: ``None`` (null, marginalised); keys left out are null.
 Condition = Mapping[str, Any]
 
+#: How the representation is scaled before training (see :class:`Registration`).
+SCALINGS = ("per_dimension", "global")
+
 
 @dataclass(frozen=True)
 class RegisteredCells:
@@ -54,7 +57,11 @@ class Registration:
     categories
         The categories (strings) of each condition key, in the network's order.
     mean, scale
-        Per-dimension standardisation, ``(x - mean) / scale``.
+        Standardisation, ``(x - mean) / scale``, one entry per dimension.
+    scaling
+        How ``scale`` was set (one of :data:`SCALINGS`): ``"per_dimension"``, each
+        dimension's standard deviation; ``"global"``, one number for all, the root mean
+        variance, which keeps the representation's geometry.
     """
 
     use_rep: str
@@ -62,6 +69,7 @@ class Registration:
     categories: dict[str, list[str]]
     mean: np.ndarray
     scale: np.ndarray
+    scaling: str = "per_dimension"
 
     @classmethod
     def register(
@@ -72,13 +80,16 @@ class Registration:
         *,
         n_pcs: int | None = None,
         min_cells: int = 1,
+        scaling: str = "per_dimension",
     ) -> tuple[Registration, RegisteredCells]:
         """Read and check ``adata`` once; return the registration and the cells it read.
 
         Raises a :class:`KeyError` or :class:`ValueError` naming the key and the fix for a
         missing representation or column, NaN or inf, zero variance, a single category or
-        categories with fewer than ``min_cells`` cells.
+        categories with fewer than ``min_cells`` cells, or an unknown ``scaling``.
         """
+        if scaling not in SCALINGS:
+            raise ValueError(f"Unknown scaling {scaling!r}; choose one of {list(SCALINGS)}.")
         x = get_representation(adata, use_rep)
         if n_pcs is not None:
             if not 1 <= n_pcs <= x.shape[1]:
@@ -89,12 +100,15 @@ class Registration:
         check_extremes(x, use_rep, adata.obs_names)
         values = {key: get_categorical(adata, key) for key in condition_keys}
         categories = {key: check_categories(v, key, min_cells=min_cells) for key, v in values.items()}
+        if scaling == "global":
+            std = np.full_like(std, np.sqrt(np.mean(np.square(std, dtype=np.float64))))
         registration = cls(
             use_rep=use_rep,
             n_pcs=n_pcs,
             categories=categories,
             mean=mean.astype(np.float32),
             scale=np.where(std > 0, std, 1.0).astype(np.float32),
+            scaling=scaling,
         )
         codes = np.zeros((len(x), len(values)), dtype=np.int64)
         for j, column in enumerate(values.values()):
@@ -255,6 +269,7 @@ class Registration:
             "n_dims": self.n_dims,
             "mean": self.mean.tolist(),
             "scale": self.scale.tolist(),
+            "scaling": self.scaling,
         }
 
     @classmethod
@@ -266,6 +281,7 @@ class Registration:
             categories={str(k): [str(c) for c in v] for k, v in config["categories"].items()},
             mean=np.asarray(config["mean"], dtype=np.float32),
             scale=np.asarray(config["scale"], dtype=np.float32),
+            scaling=str(config.get("scaling", "per_dimension")),  # models saved before the option
         )
         n_dims = int(config["n_dims"])
         problems = []

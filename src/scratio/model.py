@@ -61,6 +61,13 @@ class RatioFlow:
         thousand cells, 10-20 principal components are a good start.
     min_cells
         Fewest cells a category may have.
+    scaling
+        How the representation is scaled before training: ``"per_dimension"`` (default) to unit
+        standard deviation in each dimension, or ``"global"``, by one number (the root mean
+        variance), which keeps its geometry: the Gaussian smoothing of ``s_min`` and of
+        ``bandwidth`` is then isotropic in the representation, as Euclidean neighbourhoods are,
+        instead of widest along the dimensions that vary least. Log-ratios are invariant to the
+        scaling; their smoothed versions are not.
     schedule
         ``"deterministic"``, ``"noise_at_data"`` (default) or ``"noise_on_path"``, or a
         :class:`~scratio.core.GaussianPath`.
@@ -94,6 +101,7 @@ class RatioFlow:
         *,
         n_pcs: int | None = None,
         min_cells: int = 1,
+        scaling: str = "per_dimension",
         schedule: str | GaussianPath = "noise_at_data",
         s_min: float | None = None,
         s_path: float | None = None,
@@ -115,7 +123,7 @@ class RatioFlow:
         elif adata is not None:
             keys = [condition_keys] if isinstance(condition_keys, str) else list(condition_keys)
             self.registration, self._cells = Registration.register(
-                adata, use_rep, keys, n_pcs=n_pcs, min_cells=min_cells
+                adata, use_rep, keys, n_pcs=n_pcs, min_cells=min_cells, scaling=scaling
             )
             self.adata = adata
         else:
@@ -541,7 +549,7 @@ class RatioFlow:
         """What reproduces this model, for ``adata.uns[...]["params"]`` (HDF5-writable, no history).
 
         Keys: ``use_rep``, ``n_dims`` (the first ``n_dims`` columns of ``use_rep``),
-        ``condition_keys``, ``schedule`` (the path's parameters), ``network``, ``base_shrinkage``
+        ``scaling``, ``condition_keys``, ``schedule`` (the path's parameters), ``network``, ``base_shrinkage``
         (with a Gaussian base: the share of each condition's own fit it kept), ``random_state``
         and the training record without its loss history (``n_steps``, ``batch_size``,
         ``final_loss``, ...).
@@ -551,6 +559,7 @@ class RatioFlow:
         return {
             "use_rep": self.use_rep,
             "n_dims": self.n_dims,
+            "scaling": self.registration.scaling,
             "condition_keys": self.condition_keys,
             "schedule": self.path.to_dict(),
             "network": dict(self.network.config),

@@ -48,7 +48,7 @@ overwrite
 random_state
     Seed of the network, of training and of any Hutchinson probes.
 model_kwargs
-    Options of :class:`~scratio.RatioFlow` (``schedule``, ``s_min``, ``width``, ``n_layers``,
+    Options of :class:`~scratio.RatioFlow` (``scaling``, ``schedule``, ``s_min``, ``width``, ``n_layers``,
     ``base="gaussian"``, ...)."""
 
 #: The start of every tool's Returns section.

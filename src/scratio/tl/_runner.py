@@ -26,7 +26,13 @@ from scratio._keys import AUTO_N_PCS, TOOLS, Params, Tool, Uns
 from scratio._registration import RegisteredCells
 from scratio._scoring import make_solver
 from scratio._settings import logger
-from scratio._validation import check_categories, check_required, get_categorical, is_whole_number
+from scratio._validation import (
+    check_categories,
+    check_required,
+    column_moments,
+    get_categorical,
+    is_whole_number,
+)
 from scratio._version import __version__
 from scratio.core.prediction import ScoringDevices
 from scratio.core.training import TrainingOptions
@@ -35,7 +41,7 @@ from scratio.model import NETWORK_OPTIONS, RatioFlow
 from . import _docs as docs
 
 #: Options of RatioFlow(...) a tool forwards besides the network's.
-MODEL_OPTIONS = ("schedule", "s_min", "s_path", *NETWORK_OPTIONS)
+MODEL_OPTIONS = ("scaling", "schedule", "s_min", "s_path", *NETWORK_OPTIONS)
 
 
 def _check_options(tool: Tool, options: ToolOptions) -> None:
@@ -284,7 +290,7 @@ class ToolRun:
         supported = max(1, fewest // CELLS_PER_DIMENSION)
         if supported >= n_dims:
             return
-        if self.options.n_pcs == AUTO_N_PCS and ordered_by_variance(self.model.registration.scale):
+        if self.options.n_pcs == AUTO_N_PCS and ordered_by_variance(column_moments(self.x)[1]):
             self.model = _new_model(self.adata, self.options, self.model_keys, n_pcs=supported)
             self.cells = self.model.cells
             logger.info(
@@ -458,6 +464,7 @@ class ToolRun:
             "use_rep": record.pop("use_rep"),
             "n_pcs": _n_pcs_record(self.options.n_pcs if self.options.model is None else self.model.n_pcs),
             "n_dims": record.pop("n_dims"),
+            "scaling": record.pop("scaling"),
             "random_state": record.pop("random_state"),
             "model_condition_keys": record.pop("condition_keys"),
             "schedule": record.pop("schedule"),
