@@ -1,21 +1,24 @@
-"""Issue 11: the DA tool with and without a Gaussian base field, side by side with MELD.
+"""Issue 11: the DA tool's default call against variants of it, side by side with MELD.
 
 ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
-use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with ``base="gaussian"``
-(the network learns the residual around the exact fields of a Gaussian per condition, shrunk
-towards the pooled Gaussian by the held-out label log-likelihood). Datasets: random labels on
+use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with one option changed
+(``--variants``): ``scaling="per_dimension"`` (each dimension of the representation scaled to unit
+sd, the default before ``"global"``) or ``base="gaussian"`` (the network learns the residual around
+the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
+label log-likelihood). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
-(``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2), seeds 0-2; ``--large``: the 20,000-cell Gaussian
+(``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
 set of ``da_speed.py`` in all 50 PCs, random labels and ``sr.datasets.semi_synthetic_da`` at the
 same deltas. MELD on all 50 PCs in the same run.
 Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``),
-the base's shrinkage and the width ``bandwidth="auto"`` chose, and the wall time.
+the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
 
-    OMP_NUM_THREADS=1 python benchmarks/gaussian_base.py      # about 20 min on one core
-    OMP_NUM_THREADS=1 python benchmarks/gaussian_base.py --large --seeds 0 --variants default \
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --variants default "gaussian base" \
+        --out benchmarks/results/gaussian_base.json     # about 20 min on one core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --large --seeds 0 --variants default \
         --out benchmarks/results/gaussian_base_large_default.json  # 20,000 cells; one variant per core
 
-Results: ``results/gaussian_base.json`` (``--out``; written after every dataset).
+Results: ``--out`` (written after every dataset).
 """
 
 import argparse
@@ -29,7 +32,11 @@ from noise_floor import da_row, meld_score, noise_row, random_labels
 
 import scratio as sr
 
-VARIANTS = {"default": {}, "gaussian base": {"base": "gaussian"}}
+VARIANTS = {
+    "default": {},
+    "per-dimension scaling": {"scaling": "per_dimension"},
+    "gaussian base": {"base": "gaussian"},
+}
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
 
 
@@ -60,8 +67,8 @@ def main():
     parser.add_argument(
         "--large", action="store_true", help="the 20,000-cell Gaussian set (all 50 PCs) instead"
     )
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gaussian_base.json"))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
     sr.settings.verbosity = 0
     if args.large:
