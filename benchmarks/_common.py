@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import inspect
 import json
 import os
 import platform
@@ -14,6 +15,13 @@ import numpy as np
 import torch
 
 import scratio as sr
+
+#: The DA tool's model options at their defaults (its scaling and smoothing), for scripts that
+#: train the tool's model outside it.
+DA_MODEL = {
+    name: inspect.signature(sr.tl.differential_abundance).parameters[name].default
+    for name in ("scaling", "s_min")
+}
 
 
 def add_preset_modes(parser: argparse.ArgumentParser) -> None:

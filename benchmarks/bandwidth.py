@@ -27,7 +27,6 @@ Results: ``results/bandwidth.json`` (``--out``).
 """
 
 import argparse
-import inspect
 import json
 import time
 import warnings
@@ -36,12 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _common import machine
+from _common import DA_MODEL, machine
 from noise_floor import da_row, meld_score, noise_row, random_labels
 
 import scratio as sr
-
-DA_S_MIN = inspect.signature(sr.tl.differential_abundance).parameters["s_min"].default
 
 BANDWIDTHS = [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
 METRICS = ["held_out_gain", "sd", "flagged", "pr_auc", "nar", "csp", "rmse"]
@@ -60,8 +57,8 @@ def score_dataset(adata, seed, bandwidths, is_da, validation_fraction=None):
     tool = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
                                         use_rep="X_pca", random_state=seed, copy=True, train_kwargs=held)  # fmt: skip
     params = tool.uns["scratio_da"]["params"]
-    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], min_cells=10, s_min=DA_S_MIN,
-                         random_state=seed)  # fmt: skip
+    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], min_cells=10,
+                         scaling=params["scaling"], s_min=DA_MODEL["s_min"], random_state=seed)  # fmt: skip
     model.train(params["n_steps"], batch_size=params["batch_size"], **held)
     is_treated = (adata.obs["condition"] == "treated").to_numpy()
     rows = []
@@ -190,7 +187,7 @@ def main():
                 {"dataset": name, "delta": delta, "seed": seed, "n_dims": n_dims, "seconds": seconds, **row}
             )
             print({k: v for k, v in runs[-1].items() if k != "held_out_cell_gains"}, flush=True)
-        final = {"setting": {**vars(args), "s_min": DA_S_MIN,
+        final = {"setting": {**vars(args), "s_min": DA_MODEL["s_min"],
                              "torch_threads": torch.get_num_threads(), "machine": machine()["machine"]},
                  "summary": summarise(runs), "runs": runs}  # fmt: skip
         Path(args.out).write_text(json.dumps(final, indent=1))

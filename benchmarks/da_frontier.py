@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _common import machine
+from _common import DA_MODEL, machine
 from da_speed import N_DIMS, cells
 from noise_floor import da_row, meld_score, noise_row, random_labels
 
@@ -84,7 +84,7 @@ def main():
                          "pr_auc": sr.datasets.da_metrics(meld, *truth)["pr_auc"]})  # fmt: skip
             print(runs[-1], flush=True)
             for n_steps in args.steps:
-                model = sr.RatioFlow(adata, "X_pca", ["condition"], s_min=0.4, random_state=seed)
+                model = sr.RatioFlow(adata, "X_pca", ["condition"], **DA_MODEL, random_state=seed)
                 start = time.perf_counter()
                 model.train(n_steps, batch_size=1024)
                 training = time.perf_counter() - start

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, meld_likelihoods
+from _common import DA_MODEL, machine, meld_likelihoods
 from differential_abundance import gaussian_base, pbmc68k_base
 
 import scratio as sr
@@ -57,7 +57,7 @@ def time_scratio(adata):
         adata, "condition", reference="control", target="treated", copy=True
     )
     total = time.perf_counter() - start
-    model = sr.RatioFlow(adata, "X_pca", ["condition"], s_min=0.4, random_state=0)
+    model = sr.RatioFlow(adata, "X_pca", ["condition"], **DA_MODEL, random_state=0)
     model.train(3000, batch_size=1024)
     start = time.perf_counter()
     params = result.uns["scratio_da"]["params"]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine
+from _common import DA_MODEL, machine
 
 import scratio as sr
 from scratio.core import fit_logit_scale
@@ -57,7 +57,7 @@ def dataset(name, delta, seed, bases):
 def one_model(adata, n_pcs, seed):
     """PR-AUC and held-out label gain of the DA tool's model on the first ``n_pcs`` PCs."""
     start = time.perf_counter()
-    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=n_pcs, s_min=0.4, random_state=seed)
+    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=n_pcs, **DA_MODEL, random_state=seed)
     model.train(int(np.clip(adata.n_obs // 2, 400, 3000)), batch_size=1024, accelerator="cpu")
     log_p = model.category_log_likelihoods(key="condition")
     log_r = (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
