@@ -39,8 +39,7 @@ def test_neighbour_means_keep_a_planted_effect():
     adata = da_data(1200, random_state=6)  # true log-odds 0, log 4, -log 4 in clusters c0, c1, c2
     sr.tl.differential_abundance(adata, "condition", "control", n_neighbors=15, **FAST)
     means = adata.obs["scratio_da"].groupby(adata.obs["cluster"], observed=True).mean()
-    # +-1.39 in truth, shrunk by the smoothing that the held-out cells chose (1.3 here)
-    assert means["c1"] > 0.45 and means["c2"] < -0.45 and abs(means["c0"]) < 0.1
+    assert means["c1"] > 0.6 and means["c2"] < -0.6 and abs(means["c0"]) < 0.3
 
 
 @pytest.mark.parametrize(

@@ -124,7 +124,7 @@ def test_da_outputs(da_result, tmp_path):
     assert params["solver"] == "rk4"
     assert params["schedule"]["schedule"] == "noise_at_data"
     assert params["schedule"]["s_min"] == 0.4  # the tool's smoothing, not the model's 0.05
-    assert params["scaling"] == "global"  # the tool's scaling, not the model's per-dimension one
+    assert params["scaling"] == "per_dimension"
     assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
     selection = uns["bandwidth_selection"]
     assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
@@ -401,6 +401,13 @@ def test_auto_n_pcs_keeps_the_components_the_cells_support():
     params = adata.uns["scratio_da"]["params"]
     assert (params["n_pcs"], params["n_dims"]) == ("auto", 3)  # 100 control cells, 30 per dimension
     assert adata.obsm["X_pca"].shape == (300, 12)  # the user's representation is untouched
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        # one scale for every column: the columns' order of variance is read from the cells
+        sr.tl.differential_abundance(adata, "condition", "control", scaling="global", **small)
+    params = adata.uns["scratio_da"]["params"]
+    assert (params["n_dims"], params["scaling"]) == (3, "global")
+    assert np.isfinite(adata.obs["scratio_da"]).all() and adata.obs["scratio_da"].dtype == np.float32
     with pytest.warns(UserWarning, match=r"12 dimensions for 100 cells"):
         sr.tl.differential_abundance(adata, "condition", "control", n_pcs=None, **small)
     params = adata.uns["scratio_da"]["params"]

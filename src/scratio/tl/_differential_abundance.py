@@ -29,8 +29,6 @@ from ._significance import (
     sample_permutation_test,
 )
 
-#: How the representation is scaled (see the ``scaling`` entry of the docstring).
-DA_SCALING = "global"
 #: Smoothing of both densities, in standard deviations (see the ``s_min`` entry of the docstring).
 DA_S_MIN = 0.4
 #: ``bandwidth`` chosen by the held-out cells' labels.
@@ -55,7 +53,6 @@ def differential_abundance(
     sample_normalization: Literal["median", "none"] = "median",
     min_log_ratio: float = 0.0,
     groupby: str | None = None,
-    scaling: Literal["global", "per_dimension"] = DA_SCALING,
     s_min: float = DA_S_MIN,
     bandwidth: float | Literal["auto"] | None = AUTO_BANDWIDTH,
     calibrate: bool = False,
@@ -114,19 +111,11 @@ def differential_abundance(
         abundance changed 1.5-fold or more. The log-ratios written do not depend on it.
     groupby
         Column of ``adata.obs`` (e.g. cell type) to summarise the scores by.
-    scaling
-        How the representation is scaled before training (:class:`~scratio.RatioFlow`'s
-        ``scaling``). ``"global"`` (default): by one number, its root mean variance, so that
-        the smoothing below is isotropic in it, as the Euclidean neighbourhoods of
-        :func:`scanpy.pp.neighbors` are, and the principal components that vary least, mostly
-        noise, are smoothed over most. ``"per_dimension"``: each dimension to unit standard
-        deviation (scratio 0.1's only scaling), which smooths every dimension alike relative to its spread. On 700 PBMCs
-        with random labels (3 seeds) ``"global"`` lowered the noise sd from 0.196 to 0.081 and
-        raised the PR-AUC of semi-synthetic effects (benchmarks README, "Scaling"). Ignored
-        with ``model``.
     s_min
-        Width of the Gaussian kernel that smooths both densities, in units of the scaled
-        representation (the noise-at-data schedule's ``s_min``). Abundance
+        Width of the Gaussian kernel that smooths both densities, in standard deviations of
+        the standardised representation (the noise-at-data schedule's ``s_min``; with the model
+        option ``scaling="global"``, in units of the representation's root mean variance, see
+        Notes). Abundance
         is compared at the scale of cell states rather than single cells: on semi-synthetic
         labels on 700 and 20,000 cells, 0.4 detected differentially abundant cells with a higher
         precision-recall AUC than the model's default 0.05 at every effect size from 0.05 to
@@ -236,9 +225,7 @@ def differential_abundance(
     >>> sc.pl.umap(adata, color="scratio_da", cmap="RdBu_r", vcenter=0)
     """
     targets = None if target is None else [str(t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
-    options = dataclasses.replace(
-        options, model_kwargs={"scaling": scaling, "s_min": s_min, **options.model_kwargs}
-    )
+    options = dataclasses.replace(options, model_kwargs={"s_min": s_min, **options.model_kwargs})
     if sample_key is None and batch_key is not None:
         raise ValueError("`batch_key` sets the strata of the test over samples; pass `sample_key` too.")
     if not 0 < alpha < 1:
