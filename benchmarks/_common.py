@@ -16,12 +16,9 @@ import torch
 
 import scratio as sr
 
-#: The DA tool's model options at their defaults (its scaling and smoothing), for scripts that
-#: train the tool's model outside it.
-DA_MODEL = {
-    name: inspect.signature(sr.tl.differential_abundance).parameters[name].default
-    for name in ("scaling", "s_min")
-}
+#: The DA tool's own model options at their defaults (its smoothing), for scripts that train the
+#: tool's model outside it.
+DA_MODEL = {"s_min": inspect.signature(sr.tl.differential_abundance).parameters["s_min"].default}
 
 
 def add_preset_modes(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,8 @@
 
 ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
 use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with one option changed
-(``--variants``): ``scaling="per_dimension"`` (each dimension of the representation scaled to unit
-sd, the default before ``"global"``) or ``base="gaussian"`` (the network learns the residual around
+(``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
+variance, instead of each dimension to unit sd) or ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
@@ -34,7 +34,7 @@ import scratio as sr
 
 VARIANTS = {
     "default": {},
-    "per-dimension scaling": {"scaling": "per_dimension"},
+    "global scaling": {"scaling": "global"},
     "gaussian base": {"base": "gaussian"},
 }
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]

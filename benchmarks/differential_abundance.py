@@ -126,7 +126,7 @@ def run_scratio(adata, setting, seed):
     result = sr.tl.differential_abundance(
         adata, "condition", reference="control", target="treated", use_rep="X_pca",
         n_pcs=setting["n_pcs"], random_state=seed, train_kwargs={"accelerator": setting["accelerator"]},
-        copy=True,
+        copy=True, **setting["tool_kwargs"],
     )  # fmt: skip
     params = result.uns["scratio_da"]["params"]
     info = {"n_steps": params["n_steps"], "best_step": params["training"].get("best_step"),
@@ -210,6 +210,8 @@ def parse_args():
     parser.add_argument("--n-large", type=int, help="cells in the Gaussian set")
     parser.add_argument("--n-pcs", type=int, default=METHOD_SETTINGS["n_pcs"])
     parser.add_argument("--accelerator", default="cpu", help="scratio and MrVI: cpu, gpu or auto")
+    parser.add_argument("--tool-kwargs", type=json.loads, default={},
+                        help="JSON of keywords for sr.tl.differential_abundance, e.g. '{\"scaling\": \"global\"}'")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --out")
     parser.add_argument("--out")
@@ -220,6 +222,7 @@ def parse_args():
         "n_pcs": args.n_pcs,
         "accelerator": args.accelerator,
         "threads": threads,
+        "tool_kwargs": args.tool_kwargs,
     }
     out = Path(args.out or Path(__file__).parent / "results" / f"differential_abundance_{args.preset}.json")
     return setting, out, args

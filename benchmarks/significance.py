@@ -42,6 +42,9 @@ continuous score:
     The default call with ``min_log_ratio=np.log(1.5)``: calls only changes of at least
     1.5-fold relative to the typical cell, the change at which the simulation's truth starts
     (``P(treated) = 0.6`` against the typical 0.5 is a log-odds of ``log 1.5``).
+``scratio_global``
+    The default call with the model option ``scaling="global"`` (the representation scaled by
+    one number, so the smoothing is isotropic in PCA space).
 ``milo``
     pertpy's Milo with ``solver="pydeseq2"`` on the 6 samples (``design="~condition"``); a
     neighbourhood is DA where ``SpatialFDR < alpha``, with the sign of its ``logFC``; a cell
@@ -88,9 +91,10 @@ from scipy.spatial.distance import cdist
 
 import scratio as sr
 
-METHODS = ["scratio", "scratio_none", "scratio_treat", "milo", "meld"]
+METHODS = ["scratio", "scratio_none", "scratio_treat", "scratio_global", "milo", "meld"]
 LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
-          "scratio_treat": "scratio, min_log_ratio=log 1.5", "milo": "Milo", "meld": "MELD"}  # fmt: skip
+          "scratio_treat": "scratio, min_log_ratio=log 1.5", "scratio_global": "scratio, scaling='global'",
+          "milo": "Milo", "meld": "MELD"}  # fmt: skip
 #: ``scratio_treat``'s threshold: the simulation's truth, P(treated) > 0.6 where most cells have 0.5
 TREAT_MIN_LOG_RATIO = float(np.log(1.5))
 KINDS = ["da", "null", "noisy_null"]
@@ -216,7 +220,7 @@ def scratio_has_test() -> bool:
     return "alpha" in inspect.signature(sr.tl.differential_abundance).parameters
 
 
-def run_scratio(adata, seed, sample_normalization="median", min_log_ratio=0.0):
+def run_scratio(adata, seed, **options):
     """Calls from ``obs["scratio_da_significant"]`` with the sign of ``obs["scratio_da"]``."""
     if not scratio_has_test():
         raise RuntimeError("sr.tl.differential_abundance has no significance test (no `alpha`) yet")
@@ -236,7 +240,7 @@ def run_scratio(adata, seed, sample_normalization="median", min_log_ratio=0.0):
     try:
         result = sr.tl.differential_abundance(
             adata, "condition", reference="control", target="treated", sample_key="sample", alpha=ALPHA,
-            sample_normalization=sample_normalization, min_log_ratio=min_log_ratio, n_pcs=N_PCS, random_state=seed, train_kwargs={"accelerator": "cpu"}, copy=True,
+            n_pcs=N_PCS, random_state=seed, train_kwargs={"accelerator": "cpu"}, copy=True, **options,
         )  # fmt: skip
     finally:
         tool.sample_permutation_test = test
@@ -302,6 +306,7 @@ RUNNERS = {
     "scratio": run_scratio,
     "scratio_none": lambda adata, seed: run_scratio(adata, seed, sample_normalization="none"),
     "scratio_treat": lambda adata, seed: run_scratio(adata, seed, min_log_ratio=TREAT_MIN_LOG_RATIO),
+    "scratio_global": lambda adata, seed: run_scratio(adata, seed, scaling="global"),
     "milo": run_milo,
     "meld": run_meld,
 }
