@@ -219,6 +219,17 @@ def differential_abundance(
     give 0, so every cell scores 0. With few held-out cells (70 of 700) a weak difference can
     also be scaled to 0; with thousands the scale is precise.
 
+    **Scaling.** The model standardises each dimension of the representation, so ``s_min`` and
+    ``bandwidth`` smooth every principal component alike relative to its spread. The model
+    option ``scaling="global"`` scales all dimensions by one number instead, so the kernel is
+    round in PCA space, as Euclidean neighbourhoods are, and the components that vary least
+    are smoothed over most. On 700 PBMCs (3 seeds) it lowered the noise sd on random labels
+    from 0.196 to 0.081 (MELD 0.093) and raised the precision-recall AUC of semi-synthetic
+    effects at delta 0.1 / 0.2 from 0.829 / 0.921 to 0.918 / 0.956; on 20,000 cells in 50 PCs
+    it lowered it (0.893 / 0.943 to 0.853 / 0.880), and across replicates on 700 cells its calls
+    were less calibrated. Consider it for a few hundred cells per condition without replicates
+    (benchmarks README, "Scaling the representation").
+
     Examples
     --------
     >>> sr.tl.differential_abundance(adata, "treatment", reference="control", target="IFNg")
