@@ -29,6 +29,12 @@ def add_preset_modes(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(preset="quick")
 
 
+def add_tool_kwargs(parser: argparse.ArgumentParser, tool: str, example: str) -> None:
+    """``--tool-kwargs``: JSON of keywords passed to ``sr.tl.<tool>`` (default none), as ``args.tool_kwargs``."""
+    parser.add_argument("--tool-kwargs", type=json.loads, default={},
+                        help=f"JSON of keywords for sr.tl.{tool}, e.g. '{example}' (default: none)")  # fmt: skip
+
+
 def preset_setting(args: argparse.Namespace, presets: dict) -> dict:
     """The chosen preset, with every key given on the command line replacing the preset's value."""
     setting = dict(presets[args.preset])

@@ -67,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import add_preset_modes, start_tool_run, write_results
+from _common import add_preset_modes, add_tool_kwargs, start_tool_run, write_results
 from anndata import AnnData
 from scipy.stats import spearmanr
 
@@ -511,8 +511,7 @@ def main():
     parser.add_argument("--n-pcs", type=int)
     parser.add_argument("--n-neighbors", type=int)
     parser.add_argument("--scvi-epochs", type=int)
-    parser.add_argument("--tool-kwargs", type=json.loads, default={},
-                        help="JSON of keywords for sr.tl.batch_effect_score, e.g. '{\"n_steps\": 2000}' (default: none)")  # fmt: skip
+    add_tool_kwargs(parser, "batch_effect_score", '{"n_steps": 2000}')
     parser.add_argument(
         "--reuse", help="JSON of an earlier run: its rows with the same settings are not recomputed"
     )

@@ -41,6 +41,7 @@ import scipy.sparse as sp
 import torch
 from _common import (
     add_preset_modes,
+    add_tool_kwargs,
     machine,
     meld_likelihoods,
     milo_cell_mean,
@@ -210,8 +211,7 @@ def parse_args():
     parser.add_argument("--n-large", type=int, help="cells in the Gaussian set")
     parser.add_argument("--n-pcs", type=int, default=METHOD_SETTINGS["n_pcs"])
     parser.add_argument("--accelerator", default="cpu", help="scratio and MrVI: cpu, gpu or auto")
-    parser.add_argument("--tool-kwargs", type=json.loads, default={},
-                        help="JSON of keywords for sr.tl.differential_abundance, e.g. '{\"scaling\": \"global\"}'")  # fmt: skip
+    add_tool_kwargs(parser, "differential_abundance", '{"scaling": "global"}')
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     parser.add_argument("--plot-only", action="store_true", help="redraw the plot from --out")
     parser.add_argument("--out")

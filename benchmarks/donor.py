@@ -32,12 +32,11 @@ Torch uses ``OMP_NUM_THREADS`` threads (1 if unset).
 """
 
 import argparse
-import json
 import time
 
 import numpy as np
 import pandas as pd
-from _common import add_preset_modes, start_tool_run, write_results
+from _common import add_preset_modes, add_tool_kwargs, start_tool_run, write_results
 from anndata import AnnData
 from scipy.stats import spearmanr
 
@@ -182,8 +181,7 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--cells-per-group", type=int)
     parser.add_argument("--n-dims", type=int)
-    parser.add_argument("--tool-kwargs", type=json.loads, default={},
-                        help="JSON of keywords for sr.tl.donor_response, e.g. '{\"n_steps\": 6000}' (default: none)")  # fmt: skip
+    add_tool_kwargs(parser, "donor_response", '{"n_steps": 6000}')
     parser.add_argument("--out")
     args = parser.parse_args()
     setting, out = start_tool_run(args, PRESETS, "donor")
