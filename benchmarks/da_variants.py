@@ -13,6 +13,8 @@ same deltas. MELD on all 50 PCs in the same run.
 Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``),
 the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
 
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "global scaling" \
+        --out benchmarks/results/scaling.json           # about 5 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --variants default "gaussian base" \
         --out benchmarks/results/gaussian_base.json     # about 20 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --large --seeds 0 --variants default \

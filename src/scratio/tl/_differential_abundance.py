@@ -115,8 +115,7 @@ def differential_abundance(
         Width of the Gaussian kernel that smooths both densities, in standard deviations of
         the standardised representation (the noise-at-data schedule's ``s_min``; with the model
         option ``scaling="global"``, in units of the representation's root mean variance, see
-        Notes). Abundance
-        is compared at the scale of cell states rather than single cells: on semi-synthetic
+        Notes). Abundance is compared at the scale of cell states rather than single cells: on semi-synthetic
         labels on 700 and 20,000 cells, 0.4 detected differentially abundant cells with a higher
         precision-recall AUC than the model's default 0.05 at every effect size from 0.05 to
         0.45 (benchmarks, section 3), at the price of biased per-cluster means. Use ``0.05`` for
