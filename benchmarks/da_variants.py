@@ -3,9 +3,9 @@
 ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
 use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with one option changed
 (``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
-variance, instead of each dimension to unit sd) or ``base="gaussian"`` (the network learns the residual around
+variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
-label log-likelihood). Datasets: random labels on
+label log-likelihood), or ``solver_steps=1`` (one rk4 step instead of two). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
 set of ``da_speed.py`` in all 50 PCs, random labels and ``sr.datasets.semi_synthetic_da`` at the
@@ -19,6 +19,8 @@ the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
         --out benchmarks/results/gaussian_base.json     # about 20 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --large --seeds 0 --variants default \
         --out benchmarks/results/gaussian_base_large_default.json  # 20,000 cells; one variant per core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "one rk4 step" \
+        --out benchmarks/results/one_step.json          # about 6 min on one core
 
 Results: ``--out`` (written after every dataset).
 """
@@ -38,6 +40,7 @@ VARIANTS = {
     "default": {},
     "global scaling": {"scaling": "global"},
     "gaussian base": {"base": "gaussian"},
+    "one rk4 step": {"solver_steps": 1},
 }
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
 
