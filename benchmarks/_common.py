@@ -21,6 +21,11 @@ import scratio as sr
 DA_MODEL = {"s_min": inspect.signature(sr.tl.differential_abundance).parameters["s_min"].default}
 
 
+def numpy_scalar(value):
+    """``json.dumps(..., default=numpy_scalar)``: numpy scalars as Python numbers."""
+    return value.item()
+
+
 def add_preset_modes(parser: argparse.ArgumentParser) -> None:
     """``--quick`` (the default) or ``--full``, stored as ``args.preset``."""
     mode = parser.add_mutually_exclusive_group()

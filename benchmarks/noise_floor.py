@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _common import machine, meld_likelihoods, preset_setting
+from _common import machine, meld_likelihoods, numpy_scalar, preset_setting
 from sklearn.neighbors import NearestNeighbors
 
 import scratio as sr
@@ -163,7 +163,7 @@ def main():
     if args.summarise:
         old = json.loads(out.read_text())
         final = results(old["setting"], old["runs"])
-        out.write_text(json.dumps(final, indent=1, default=_plain))
+        out.write_text(json.dumps(final, indent=1, default=numpy_scalar))
         print_tables(final)
         return
     torch.set_num_threads(setting["threads"])
@@ -184,7 +184,7 @@ def main():
             runs.append(row)
             print({k: v for k, v in row.items() if k not in ("part", "n_cells")}, flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results(setting, runs), indent=1, default=_plain))
+        out.write_text(json.dumps(results(setting, runs), indent=1, default=numpy_scalar))
 
     def one(part, dataset, adata, n_pcs, seed, delta=None):
         if (part, dataset, n_pcs, seed, delta) in done:
@@ -221,13 +221,8 @@ def main():
                 for seed in setting["seeds"]:
                     one("da", "pbmc68k", sr.datasets.pbmc68k_da(delta, random_state=seed), n_pcs, seed, delta)
     final = results(setting, runs)
-    out.write_text(json.dumps(final, indent=1, default=_plain))
+    out.write_text(json.dumps(final, indent=1, default=numpy_scalar))
     print_tables(final)
-
-
-def _plain(value):
-    """numpy scalars as Python numbers in the JSON."""
-    return value.item()
 
 
 def results(setting, runs):
