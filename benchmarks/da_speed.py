@@ -55,13 +55,18 @@ def data():
     return sr.datasets.semi_synthetic_da(cells(), "leiden", delta=0.4, random_state=0, copy=True)
 
 
-def time_scratio(adata):
-    """Wall seconds of the default call, and of scoring alone with the model it trained."""
+def time_call(adata, **tool_kwargs):
+    """Wall seconds of the DA call with ``tool_kwargs`` (none: every default), and its result."""
     start = time.perf_counter()
     result = sr.tl.differential_abundance(
-        adata, "condition", reference="control", target="treated", copy=True
+        adata, "condition", reference="control", target="treated", copy=True, **tool_kwargs
     )
-    total = time.perf_counter() - start
+    return time.perf_counter() - start, result
+
+
+def time_scratio(adata):
+    """Wall seconds of the default call, and of scoring alone with the model it trained."""
+    total, result = time_call(adata)
     model = sr.RatioFlow(adata, "X_pca", ["condition"], **DA_MODEL, random_state=0)
     model.train(3000, batch_size=1024)
     start = time.perf_counter()
@@ -72,24 +77,6 @@ def time_scratio(adata):
     scoring = time.perf_counter() - start
     assert np.allclose(log_p["treated"] - log_p["control"], result.obs["scratio_da"], atol=1e-3)
     return total, scoring, params["n_dims"], params["bandwidth_used"]
-
-
-def time_fixed_bandwidth(adata):
-    """Wall seconds of the default call with ``bandwidth=None``: no width to choose."""
-    start = time.perf_counter()
-    sr.tl.differential_abundance(
-        adata, "condition", reference="control", target="treated", bandwidth=None, copy=True
-    )
-    return time.perf_counter() - start
-
-
-def time_variant(adata, tool_kwargs):
-    """Wall seconds of the default call with ``tool_kwargs``, and its chosen bandwidth."""
-    start = time.perf_counter()
-    result = sr.tl.differential_abundance(
-        adata, "condition", reference="control", target="treated", copy=True, **tool_kwargs
-    )
-    return time.perf_counter() - start, result.uns["scratio_da"]["params"]["bandwidth_used"]
 
 
 def time_meld(adata):
@@ -113,11 +100,12 @@ def main():
     rounds = []
     for index in range(args.rounds):
         total, scoring, n_dims, bandwidth = time_scratio(adata)
-        fixed = time_fixed_bandwidth(adata)
+        fixed, _ = time_call(adata, bandwidth=None)  # no width to choose
         meld_seconds = time_meld(adata)
         variant = {}
         if args.tool_kwargs:
-            seconds, width = time_variant(adata, args.tool_kwargs)
+            seconds, result = time_call(adata, **args.tool_kwargs)
+            width = result.uns["scratio_da"]["params"]["bandwidth_used"]
             variant = {"variant_seconds": round(seconds, 2), "variant_bandwidth_used": width}
         rounds.append(variant | {"round": index, "scratio_seconds": round(total, 2), "scoring_seconds": round(scoring, 2),
                        "training_and_rest_seconds": round(total - scoring, 2), "fixed_bandwidth_seconds": round(fixed, 2),
