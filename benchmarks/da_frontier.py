@@ -156,8 +156,9 @@ def summarise(runs):
     """Per method, budget and scoring: mean PR-AUC per delta and median seconds over all runs."""
     groups = {}
     for run in runs:
-        lr = run.get("lr", LR if run["method"] == "scratio" else None)  # runs before --lrs used the default
-        groups.setdefault((run["method"], run.get("n_steps"), lr, run.get("scoring")), []).append(run)
+        groups.setdefault((run["method"], run.get("n_steps"), run.get("lr"), run.get("scoring")), []).append(
+            run
+        )
     rows = []
     for (method, n_steps, lr, scoring), group in groups.items():
         row = {"method": method, "n_steps": n_steps, "lr": lr, "scoring": scoring,
