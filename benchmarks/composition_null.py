@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import significance as sig
-from _common import machine
+from _common import machine, numpy_scalar
 
 import scratio as sr
 
@@ -33,8 +33,8 @@ def population_table(adata, call: np.ndarray) -> pd.DataFrame:
     counts = pd.crosstab(populations, adata.obs["sample"].astype(str))
     share = counts / counts.sum(axis=0)
     condition = adata.obs.groupby("sample", observed=True)["condition"].first()
-    treated = share.loc[:, condition.reindex(share.columns).to_numpy() == "treated"]
-    control = share.loc[:, condition.reindex(share.columns).to_numpy() != "treated"]
+    is_treated = (condition.reindex(share.columns) == "treated").to_numpy()
+    treated, control = share.loc[:, is_treated], share.loc[:, ~is_treated]
     separated = (treated.min(axis=1) > control.max(axis=1)) | (treated.max(axis=1) < control.min(axis=1))
     called = populations[call != 0].value_counts().reindex(counts.index, fill_value=0)
     return pd.DataFrame({
@@ -70,7 +70,7 @@ def main():
                      "n_called": int((call != 0).sum()), "populations": records})  # fmt: skip
         print(spec["dataset"], spec["seed"], "called", runs[-1]["n_called"], flush=True)
         print(table.to_string(index=False), flush=True)
-        Path(args.out).write_text(json.dumps(summary(runs), indent=1, default=_plain))
+        Path(args.out).write_text(json.dumps(summary(runs), indent=1, default=numpy_scalar))
 
 
 def summary(runs):
@@ -82,10 +82,6 @@ def summary(runs):
     print(overview.to_string(index=False))
     return {"machine": machine(), "setting": "significance.py --preset full, composition-noise nulls",
             "overview": overview.to_dict(orient="records"), "runs": runs}  # fmt: skip
-
-
-def _plain(value):
-    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 if __name__ == "__main__":
