@@ -5,7 +5,8 @@ use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with 
 (``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
-label log-likelihood), or ``solver_steps=1`` (one rk4 step instead of two). Datasets: random labels on
+label log-likelihood), ``solver_steps=1`` (one rk4 step instead of two), or a training or network
+option (weight decay, peak learning rate, condition embedding size, network width). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
 set of ``da_speed.py`` in all 50 PCs, random labels and ``sr.datasets.semi_synthetic_da`` at the
@@ -41,6 +42,13 @@ VARIANTS = {
     "global scaling": {"scaling": "global"},
     "gaussian base": {"base": "gaussian"},
     "one rk4 step": {"solver_steps": 1},
+    "weight decay 0.3": {"train_kwargs": {"weight_decay": 0.3}},
+    "weight decay 1": {"train_kwargs": {"weight_decay": 1.0}},
+    "weight decay 3": {"train_kwargs": {"weight_decay": 3.0}},
+    "lr 3e-3": {"train_kwargs": {"lr": 3e-3}},
+    "condition_dim 4": {"condition_dim": 4},
+    "width 128": {"width": 128},
+    "width 64": {"width": 64},
 }
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
 
