@@ -92,12 +92,14 @@ def parse_setting(description: str, presets: dict, name: str, grids: dict[str, t
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--base", choices=["gaussian"], help="the network's base field (default none)")
     parser.add_argument("--s-min", type=float, help="noise at the data (default RatioFlow's)")
+    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true",
+                        help="the network's arithmetic in training and scoring")  # fmt: skip
     parser.add_argument("--out")
     args = parser.parse_args()
     setting = preset_setting(args, presets)
     setting |= {"solver": "rk4", "solver_steps": args.solver_steps, "divergence": "exact",
                 "validation_fraction": args.validation_fraction, "accelerator": args.accelerator,
-                "base": args.base, "s_min": args.s_min}  # fmt: skip
+                "base": args.base, "s_min": args.s_min, "precision": args.precision}  # fmt: skip
     out = Path(args.out or Path(__file__).parent / "results" / f"{name}_{args.preset}.json")
     return setting, out
 
@@ -126,7 +128,8 @@ def train_timed(adata, setting: dict, seed: int):
         random_state=seed,
     )
     model.train(setting["steps"], batch_size=setting["batch_size"],
-                validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"])  # fmt: skip
+                validation_fraction=setting["validation_fraction"], accelerator=setting["accelerator"],
+                precision=setting["precision"])  # fmt: skip
     record = model.training_record
     return model, {
         "train_seconds": round(time.perf_counter() - start, 2), "steps_trained": record["steps_trained"],
@@ -138,7 +141,8 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
     """``(estimate, seconds)`` of one estimator with the preset's solver (exact divergence, rk4)."""
     start = time.perf_counter()
     estimate = model.log_ratio(data, numerator=numerator, denominator=denominator, estimator=method,
-                               solver_steps=setting["solver_steps"], divergence=setting["divergence"])  # fmt: skip
+                               solver_steps=setting["solver_steps"], divergence=setting["divergence"],
+                               precision=setting["precision"])  # fmt: skip
     return estimate, time.perf_counter() - start
 
 

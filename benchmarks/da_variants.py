@@ -5,7 +5,8 @@ use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with 
 (``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
-label log-likelihood), ``solver_steps=1`` (one rk4 step instead of two), or a training or network
+label log-likelihood), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
+(the network in bfloat16 when training and scoring), or a training or network
 option (weight decay, peak learning rate, condition embedding size, network width). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
@@ -22,6 +23,8 @@ the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
         --out benchmarks/results/gaussian_base_large_default.json  # 20,000 cells; one variant per core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "one rk4 step" \
         --out benchmarks/results/one_step.json          # about 6 min on one core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default bf16 \
+        --out benchmarks/results/bf16.json              # about 6 min on one core
 
 Results: ``--out`` (written after every dataset).
 """
@@ -49,6 +52,7 @@ VARIANTS = {
     "condition_dim 4": {"condition_dim": 4},
     "width 128": {"width": 128},
     "width 64": {"width": 64},
+    "bf16": {"precision": "bf16-mixed"},
 }
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
 

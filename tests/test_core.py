@@ -1,6 +1,7 @@
 """The flow core apart from learning: paths, network, and the ODE engine on closed-form fields."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -172,6 +173,8 @@ def test_sampling_pushes_noise_to_the_condition():
 def test_solver_options_validate():
     with pytest.raises(ValueError, match="Unknown divergence 'trace'"):
         Solver(divergence="trace")
+    with pytest.raises(ValueError, match=r"Unknown precision 'bf16'; choose one of \['32-true'"):
+        Solver(precision="bf16")
     with pytest.raises(ValueError, match="Unknown estimator 's3'"):
         ode.log_ratio(None, torch.zeros(1, 2), CODES[0][:1], CODES[1][:1], estimator="s3")
 
@@ -264,6 +267,27 @@ def test_network_with_a_gaussian_base_scores_its_closed_form_before_learning():
     assert (estimate.double() - truth).abs().max() < 1e-2 * truth.abs().max()
     with pytest.raises(ValueError, match="Unknown base 'mixture'"):
         ConditionalFlowNet(4, [2], base="mixture")
+
+
+def test_bf16_network_keeps_the_base_and_the_integration_in_float32():
+    """Under bfloat16 only the network's correction is rounded: a network that is its base scores exactly."""
+    path = GaussianPath(s_min=0.05)
+    x, codes = _two_gaussian_groups()
+    net = ConditionalFlowNet(4, [2], width=16, base="gaussian")
+    net.base.fit(x, codes, path)
+    cells, t = x[::300], torch.tensor(0.3)
+    group = torch.zeros(len(cells), 1, dtype=torch.long)
+    exact = net.base(cells, t, group)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = net.base(cells, t, group)
+    for a, b in zip(exact, rounded, strict=True):
+        assert b.dtype == torch.float32
+        torch.testing.assert_close(a, b)
+    solver = Solver(method="rk4", n_steps=4)
+    full = ode.log_ratio(net, cells, group, group + 1, solver=solver)
+    mixed = ode.log_ratio(net, cells, group, group + 1, solver=replace(solver, precision="bf16-mixed"))
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, full, atol=1e-4, rtol=1e-4)
 
 
 def test_gaussian_base_marginalises_a_null_key_over_the_groups_that_agree():

@@ -26,6 +26,19 @@ def test_weight_average_forgets_the_initial_weights():
     assert r_squared(model.log_ratio(numerator=SHIFTED, denominator=REFERENCE), truth) >= 0.9
 
 
+def test_bf16_training_and_scoring_match_the_closed_form(trained_10d):
+    adata, truth, model = trained_10d
+    full = model.log_ratio(adata[:1000], SHIFTED, REFERENCE)
+    mixed = model.log_ratio(adata[:1000], SHIFTED, REFERENCE, precision="bf16-mixed")
+    assert mixed.dtype == np.float32 and np.isfinite(mixed).all()
+    # rounding the network's outputs to bfloat16 moves each ratio by a small fraction of its spread
+    assert np.sqrt(np.mean((mixed - full) ** 2)) < 0.05 * truth[:1000].std()
+    adata, truth, model = trained_pair(2000, 2, n_steps=600, precision="bf16-mixed")
+    assert model.training.precision == "bf16-mixed"
+    estimate = model.log_ratio(numerator=SHIFTED, denominator=REFERENCE, precision="bf16-mixed")
+    assert r_squared(estimate, truth) >= 0.9
+
+
 def test_estimators_agree(trained_10d):
     adata, truth, model = trained_10d
     cells = adata[:500]
@@ -285,6 +298,8 @@ def test_training_options_hold_every_default_once():
         sr.core.TrainingOptions.from_kwargs(learning_rate=0.1)
     with pytest.raises(ValueError, match="p_drop=1.5"):
         sr.core.TrainingOptions(p_drop=1.5)
+    with pytest.raises(ValueError, match="precision='16-mixed'"):
+        sr.core.TrainingOptions(precision="16-mixed")
     defaults = sr.core.TrainingOptions()
     assert [defaults.steps_for(n) for n in (100, 2000, 10**5)] == [400, 1000, 3000]
     assert [defaults.validation_size(n) for n in (100, 1000, 10**6)] == [0, 100, 4096]

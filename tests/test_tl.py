@@ -126,6 +126,7 @@ def test_da_outputs(da_result, tmp_path):
     assert params["schedule"]["s_min"] == 0.4  # the tool's smoothing, not the model's 0.05
     assert params["scaling"] == "per_dimension"
     assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
+    assert params["scoring"]["precision"] == params["training"]["precision"] == "32-true"
     selection = uns["bandwidth_selection"]
     assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
     assert np.isfinite(selection["held_out_gain"]).all()
@@ -627,7 +628,7 @@ def test_every_tool_takes_the_common_options_with_one_default_each():
     from scratio._keys import TOOLS
 
     common = {"use_rep", "key_added", "model", "n_steps", "batch_size", "solver", "solver_steps", "divergence",
-              "min_cells", "train_kwargs", "copy", "random_state", "model_kwargs"}  # fmt: skip
+              "precision", "min_cells", "train_kwargs", "copy", "random_state", "model_kwargs"}  # fmt: skip
     for name in sr.tl.__all__:
         tool = getattr(sr.tl, name)
         parameters = inspect.signature(tool).parameters

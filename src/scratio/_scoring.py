@@ -27,6 +27,7 @@ SOLVER_OPTIONS = {
     "rtol": "rtol",
     "atol": "atol",
     "bandwidth": "start",  # converted to the time of that bandwidth on the model's path
+    "precision": "precision",
 }
 
 SCORING_DOC = """\
@@ -41,7 +42,9 @@ solver_options
     ``"hutchinson"``), ``rtol`` and ``atol`` (tolerances of adaptive methods), ``bandwidth``
     (score under both densities smoothed by a Gaussian kernel of this standard deviation, in
     units of each dimension's standard deviation; at least the model's ``s_min``, whose
-    smoothing is the default ``None``); see :class:`~scratio.core.Solver`."""
+    smoothing is the default ``None``), ``precision`` (``"32-true"``, the default, or
+    ``"bf16-mixed"``: the network in bfloat16, the integration in float32); see
+    :class:`~scratio.core.Solver`."""
 
 #: The device keywords (fields of :class:`~scratio.core.ScoringDevices`), documented once there.
 DEVICES_DOC = parameters_section(ScoringDevices.__doc__)

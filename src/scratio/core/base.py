@@ -167,7 +167,15 @@ class GaussianBase(nn.Module):
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor | None = None
     ):
-        """Velocity and score of each cell's condition; with ``tangents`` ``(P, n, d)`` also the velocity's JVPs."""
+        """Velocity and score of each cell's condition; with ``tangents`` ``(P, n, d)`` also the velocity's JVPs.
+
+        Always in float32, also under a bfloat16 :class:`torch.autocast`: the closed form is
+        exact, and only the network's correction is rounded.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._fields(x, t, codes, tangents)
+
+    def _fields(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor | None):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))[:, None]
         log_density, projected, variances = self._log_densities(x, t)
         weights = self._weights(log_density, codes)  # (n, G): each group's responsibility for x

@@ -438,7 +438,7 @@ def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | Non
             "`calibrate=True` predicts each cell's condition, but with `sample_key` the log-ratios compare "
             "equal-weight mixtures of samples; pass one of the two."
         )
-    training = TrainingOptions.from_kwargs(n_steps=options.n_steps, **(options.train_kwargs or {}))
+    training = TrainingOptions.from_kwargs(n_steps=options.n_steps, **options.training)
     if training.validation_size(n_cells) == 0:
         raise ValueError(
             f"`calibrate=True` needs cells held out of training, but {n_cells} cells with "

@@ -61,9 +61,7 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
     if not (n_pcs is None or n_pcs == AUTO_N_PCS or (is_whole_number(n_pcs) and n_pcs >= 1)):
         raise ValueError(f"`n_pcs` must be 'auto', None (every column) or a positive integer, got {n_pcs!r}.")
     try:
-        TrainingOptions.from_kwargs(
-            n_steps=options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {})
-        )
+        TrainingOptions.from_kwargs(n_steps=options.n_steps, **options.training)
     except TypeError as error:
         raise TypeError(f"{tool}(train_kwargs=...): {error}") from None
 
@@ -108,6 +106,7 @@ class ToolOptions:
     solver: str = "rk4"
     solver_steps: int = 2
     divergence: str = "exact"
+    precision: str = "32-true"
     accelerator: str | None = ScoringDevices.accelerator
     devices: int | str | Sequence[int] = ScoringDevices.devices
     strategy: Any = ScoringDevices.strategy
@@ -125,12 +124,18 @@ class ToolOptions:
         return ScoringDevices(**{name: getattr(self, name) for name in ScoringDevices.names()})
 
     @property
+    def training(self) -> dict[str, Any]:
+        """Keywords of :meth:`~scratio.RatioFlow.train` (``train_kwargs`` override the call's ``precision``)."""
+        return {"batch_size": self.batch_size, "precision": self.precision, **(self.train_kwargs or {})}
+
+    @property
     def scoring(self) -> dict[str, Any]:
         """Keywords of the model's scoring methods."""
         return {
             "solver": self.solver,
             "solver_steps": self.solver_steps,
             "divergence": self.divergence,
+            "precision": self.precision,
             "random_state": self.random_state,
             **self.placement.keywords(),
         }
@@ -364,7 +369,7 @@ class ToolRun:
         """The passed model, or the registered one trained with the call's options."""
         if self.options.model is None:
             options = self.options
-            self.model.train(options.n_steps, batch_size=options.batch_size, **(options.train_kwargs or {}))
+            self.model.train(options.n_steps, **options.training)
         return self.model
 
     def write(
