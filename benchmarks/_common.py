@@ -105,14 +105,17 @@ def parse_setting(description: str, presets: dict, name: str, grids: dict[str, t
 
 
 def machine() -> dict:
-    """The CPU model and the number of torch threads, recorded with every result."""
-    cpu = platform.processor() or platform.machine()
+    """The CPU model, whether it has bfloat16 matrix units (AMX), and the torch threads, recorded with every result."""
+    cpu, amx = platform.processor() or platform.machine(), None
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        for line in lines:
             if line.startswith("model name"):
                 cpu = f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
                 break
-    return {"torch_threads": torch.get_num_threads(), "machine": cpu}
+        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+        amx = "amx_bf16" in flags
+    return {"torch_threads": torch.get_num_threads(), "machine": cpu, "amx_bf16": amx}
 
 
 def train_timed(adata, setting: dict, seed: int):

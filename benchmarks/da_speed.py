@@ -22,6 +22,7 @@ in one process with the machine's default threads:
     python benchmarks/da_speed.py              # 3 rounds, about 10 min
     python benchmarks/da_speed.py --tool-kwargs '{"n_steps": 750, "train_kwargs": {"lr": 0.003}, "solver_steps": 1}' \
         --out benchmarks/results/da_speed_fast.json
+    python benchmarks/da_speed.py --tool-kwargs '{"precision": "bf16-mixed"}' --out benchmarks/results/da_speed_bf16.json
 
 Results: ``results/da_speed.json``.
 """
@@ -33,7 +34,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from _common import DA_MODEL, add_tool_kwargs, machine, meld_likelihoods
 from differential_abundance import gaussian_base, pbmc68k_base
 
@@ -119,9 +119,8 @@ def main():
             "n_cells": adata.n_obs,
             "n_dims": N_DIMS,
             "goal_seconds": GOAL_SECONDS,
-            "torch_threads": torch.get_num_threads(),
             "variant": args.tool_kwargs,
-            "machine": machine()["machine"],
+            **machine(),  # torch threads, CPU model, AMX
         },  # fmt: skip
         "median": median
         | {

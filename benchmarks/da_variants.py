@@ -6,11 +6,12 @@ use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with 
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
-(the network in bfloat16 when training and scoring), or a training or network
+(the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
+peak learning rate of 3e-3 and scores with one rk4 step), or a training or network
 option (weight decay, peak learning rate, condition embedding size, network width). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
-set of ``da_speed.py`` in all 50 PCs, random labels and ``sr.datasets.semi_synthetic_da`` at the
+set of ``da_speed.py`` in all 50 PCs (or its first ``--n-dims``), random labels and ``sr.datasets.semi_synthetic_da`` at the
 same deltas. MELD on all 50 PCs in the same run.
 Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``),
 the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
@@ -25,6 +26,8 @@ the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
         --out benchmarks/results/one_step.json          # about 6 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default bf16 \
         --out benchmarks/results/bf16.json              # about 6 min on one core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --large --n-dims 20 --variants default "bf16 fast" \
+        --out benchmarks/results/bf16_fast_large20.json  # 20,000 cells x 20 PCs (goal 6); one variant per core
 
 Results: ``--out`` (written after every dataset).
 """
@@ -53,6 +56,12 @@ VARIANTS = {
     "width 128": {"width": 128},
     "width 64": {"width": 64},
     "bf16": {"precision": "bf16-mixed"},
+    "bf16 fast": {
+        "precision": "bf16-mixed",
+        "n_steps": 1500,
+        "train_kwargs": {"lr": 3e-3},
+        "solver_steps": 1,
+    },
 }
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
 
@@ -84,6 +93,7 @@ def main():
     parser.add_argument(
         "--large", action="store_true", help="the 20,000-cell Gaussian set (all 50 PCs) instead"
     )
+    parser.add_argument("--n-dims", type=int, default=50, help="with --large: its leading PCs (goal 6: 20)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -91,7 +101,7 @@ def main():
     if args.large:
         from da_speed import cells
 
-        large = cells(50)
+        large = cells(args.n_dims)
     else:
         import scanpy as sc
 

@@ -621,6 +621,10 @@ def test_mistyped_options_name_the_tool_before_anything_is_touched(no_training):
         sr.tl.donor_response(adata, "cluster", "condition", train_kwargs={"learning_rate": 1.0})
     with pytest.raises(ValueError, match="Unknown solver 'dopri'"):
         sr.tl.batch_effect_score(adata, "condition", "cluster", solver="dopri")
+    with pytest.raises(
+        ValueError, match=r"Unknown precision 'bf16'; choose one of \['32-true', 'bf16-mixed'\]"
+    ):
+        sr.tl.differential_abundance(adata, "condition", "control", precision="bf16")
     assert_unchanged(adata, before)
 
 
