@@ -106,6 +106,16 @@ def test_da_sign_and_ranking(da_result):
     assert abs(by_cluster["c0"]) < min(abs(by_cluster["c1"]), abs(by_cluster["c2"])) / 2
 
 
+def test_da_in_bfloat16_ranks_the_cells_as_float32_does(da_result):
+    adata = da_data()
+    sr.tl.differential_abundance(adata, "condition", "control", "treated", precision="bf16-mixed", **FAST)
+    params = adata.uns["scratio_da"]["params"]
+    assert params["scoring"]["precision"] == params["training"]["precision"] == "bf16-mixed"
+    scores = adata.obs["scratio_da"]
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    assert np.corrcoef(scores, da_result.obs["scratio_da"])[0, 1] > 0.999
+
+
 def test_da_outputs(da_result, tmp_path):
     uns = da_result.uns["scratio_da"]
     params = uns["params"]
