@@ -8,7 +8,7 @@ import os
 import platform
 import time
 import warnings
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +60,19 @@ def start_tool_run(args: argparse.Namespace, presets: dict, name: str) -> tuple[
     return setting, out
 
 
+def installed_version(package: str) -> str | None:
+    """The installed version of ``package``; ``None`` where this environment lacks it (its method not run)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def write_results(out: Path, *, setting: dict, packages, protocol: dict, summary: dict, runs: list) -> dict:
     """Write a benchmark's setting, package versions and machine, protocol, summary and runs as JSON."""
     final = {
         "setting": setting,
-        "environment": {"versions": {p: version(p) for p in packages}, "machine": machine()["machine"]},
+        "environment": {"versions": {p: installed_version(p) for p in packages}, **machine()},
         "protocol": protocol,
         "summary": summary,
         "runs": runs,

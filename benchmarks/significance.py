@@ -47,6 +47,8 @@ continuous score:
     one number, so the smoothing is isotropic in PCA space).
 ``scratio_one_step``
     The default call with ``solver_steps=1`` (one rk4 step instead of two).
+``scratio_bf16``
+    The default call with ``precision="bf16-mixed"`` (the network in bfloat16).
 ``milo``
     pertpy's Milo with ``solver="pydeseq2"`` on the 6 samples (``design="~condition"``); a
     neighbourhood is DA where ``SpatialFDR < alpha``, with the sign of its ``logFC``; a cell
@@ -93,10 +95,11 @@ from scipy.spatial.distance import cdist
 
 import scratio as sr
 
-METHODS = ["scratio", "scratio_none", "scratio_treat", "scratio_global", "milo", "meld", "scratio_one_step"]
+METHODS = ["scratio", "scratio_none", "scratio_treat", "scratio_global", "milo", "meld", "scratio_one_step",
+           "scratio_bf16"]  # fmt: skip
 LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
           "scratio_treat": "scratio, min_log_ratio=log 1.5", "scratio_global": "scratio, scaling='global'",
-          "scratio_one_step": "scratio, solver_steps=1",
+          "scratio_one_step": "scratio, solver_steps=1", "scratio_bf16": "scratio, precision='bf16-mixed'",
           "milo": "Milo", "meld": "MELD"}  # fmt: skip
 #: ``scratio_treat``'s threshold: the simulation's truth, P(treated) > 0.6 where most cells have 0.5
 TREAT_MIN_LOG_RATIO = float(np.log(1.5))
@@ -311,6 +314,7 @@ RUNNERS = {
     "scratio_treat": lambda adata, seed: run_scratio(adata, seed, min_log_ratio=TREAT_MIN_LOG_RATIO),
     "scratio_global": lambda adata, seed: run_scratio(adata, seed, scaling="global"),
     "scratio_one_step": lambda adata, seed: run_scratio(adata, seed, solver_steps=1),
+    "scratio_bf16": lambda adata, seed: run_scratio(adata, seed, precision="bf16-mixed"),
     "milo": run_milo,
     "meld": run_meld,
 }
