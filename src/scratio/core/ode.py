@@ -66,9 +66,9 @@ class Solver:
         :meth:`~scratio.core.GaussianPath.smoothing_time` inverts.
     precision
         One of :data:`PRECISIONS`. ``"bf16-mixed"`` evaluates the network under
-        :class:`torch.autocast` in bfloat16, 2-3x faster on processors with bfloat16 matrix
-        units (Intel AMX, recent GPUs) and slower on others; the field values are rounded to
-        about three significant digits before they enter the float32 integration.
+        :class:`torch.autocast` in bfloat16, up to 3.5x faster on processors with bfloat16
+        matrix units (Intel AMX; recent GPUs) and slower on others; the field values are
+        rounded to about three significant digits before they enter the float32 integration.
     """
 
     method: str = "rk4"

@@ -32,8 +32,9 @@ divergence
     ``"exact"`` (Jacobian trace; fine up to ~64 dimensions) or ``"hutchinson"``.
 precision
     Arithmetic of the network in training and scoring: ``"32-true"`` (float32) or
-    ``"bf16-mixed"`` (matrix products in bfloat16, weights and the ODE in float32), 2-3x faster
-    on processors with bfloat16 matrix units (Intel AMX, recent GPUs) and slower on others.
+    ``"bf16-mixed"`` (matrix products in bfloat16, weights and the ODE in float32): about twice
+    as fast with the same results on a CPU with bfloat16 matrix units (Intel AMX; recent GPUs
+    have them too), slower on others. See "How it works", Arithmetic.
 accelerator, devices, strategy, num_nodes
     Where the cells are scored: by default in this process, on the model's device. Otherwise
     through Lightning's prediction loop, e.g. ``devices=4, strategy="ddp"``: every device scores
