@@ -7,7 +7,8 @@ variance, instead of each dimension to unit sd), ``base="gaussian"`` (the networ
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
-peak learning rate of 3e-3 and scores with one rk4 step), or a training or network
+peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
+default's steps), or a training or network
 option (weight decay, peak learning rate, condition embedding size, network width). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
@@ -56,6 +57,7 @@ VARIANTS = {
     "width 128": {"width": 128},
     "width 64": {"width": 64},
     "bf16": {"precision": "bf16-mixed"},
+    "bf16 6000 steps": {"precision": "bf16-mixed", "n_steps": 6000},
     "bf16 fast": {
         "precision": "bf16-mixed",
         "n_steps": 1500,
