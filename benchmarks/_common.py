@@ -100,7 +100,7 @@ def parse_setting(description: str, presets: dict, name: str, grids: dict[str, t
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--base", choices=["gaussian"], help="the network's base field (default none)")
     parser.add_argument("--s-min", type=float, help="noise at the data (default RatioFlow's)")
-    parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true",
+    parser.add_argument("--precision", choices=sr.core.ode.PRECISIONS, default="32-true",
                         help="the network's arithmetic in training and scoring")  # fmt: skip
     parser.add_argument("--out")
     args = parser.parse_args()
