@@ -65,8 +65,8 @@ class Solver:
         :meth:`GaussianPath.bandwidth(start) <scratio.core.GaussianPath.bandwidth>`, which
         :meth:`~scratio.core.GaussianPath.smoothing_time` inverts.
     precision
-        One of :data:`PRECISIONS`. ``"bf16-mixed"`` evaluates the network under
-        :class:`torch.autocast` in bfloat16, up to 3.5x faster on processors with bfloat16
+        ``"32-true"`` (float32 throughout) or ``"bf16-mixed"``: the network evaluated under
+        :class:`torch.autocast` in bfloat16, about twice as fast on processors with bfloat16
         matrix units (Intel AMX; recent GPUs) and slower on others; the field values are
         rounded to about three significant digits before they enter the float32 integration.
     """
@@ -172,7 +172,8 @@ def evaluate(
     probes
         ``(P, n, d)`` tangent directions.
     precision
-        One of :data:`PRECISIONS`; the field's outputs are returned in the dtype of ``x``.
+        ``"32-true"`` or ``"bf16-mixed"`` (as :class:`Solver`'s); the field's outputs are
+        returned in the dtype of ``x``.
 
     Returns
     -------

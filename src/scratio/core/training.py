@@ -69,8 +69,7 @@ class TrainingOptions:
     patience
         Stop after this many checks without improvement (``None``: never stop early).
     precision
-        ``"32-true"`` or ``"bf16-mixed"`` (:data:`scratio.core.ode.PRECISIONS`), passed to
-        :class:`lightning.pytorch.Trainer`: ``"bf16-mixed"`` takes the network's matrix products
+        ``"32-true"`` or ``"bf16-mixed"``, passed to :class:`lightning.pytorch.Trainer`: ``"bf16-mixed"`` takes the network's matrix products
         in bfloat16 (with float32 weights), faster on processors with bfloat16 matrix units.
     accelerator, devices, strategy
         Passed to :class:`lightning.pytorch.Trainer`; e.g. ``devices=4, strategy="ddp"``.

@@ -33,8 +33,9 @@ divergence
 precision
     Arithmetic of the network in training and scoring: ``"32-true"`` (float32) or
     ``"bf16-mixed"`` (matrix products in bfloat16, weights and the ODE in float32): about twice
-    as fast with the same results on a CPU with bfloat16 matrix units (Intel AMX; recent GPUs
-    have them too), slower on others. See "How it works", Arithmetic.
+    as fast with nearly the same results on a CPU with bfloat16 matrix units (Intel AMX; recent
+    GPUs have them too), slower on others. See "How it works", Arithmetic. A ``precision`` in
+    ``train_kwargs`` sets training's apart.
 accelerator, devices, strategy, num_nodes
     Where the cells are scored: by default in this process, on the model's device. Otherwise
     through Lightning's prediction loop, e.g. ``devices=4, strategy="ddp"``: every device scores
