@@ -33,6 +33,24 @@ def test_ddp_on_two_cpu_processes_matches_one_process():
     assert np.isfinite(list(scores.values())).all()
 
 
+@needs_distributed
+def test_processes_tear_their_process_group_down_at_exit(tmp_path):
+    # A gloo group left to the interpreter's finalisation aborted a spawned process now and then.
+    # An at-exit handler registered first runs last: it sees whether the group was torn down.
+    script = (
+        "import atexit, torch.distributed as dist\n"
+        "from scratio.core.flow_matching import ProcessGroupTeardown\n"
+        "from scratio.core.training import quiet_trainer\n"
+        "atexit.register(lambda: print('initialized' if dist.is_initialized() else 'torn down'))\n"
+        f"dist.init_process_group('gloo', init_method={(tmp_path / 'store').as_uri()!r}, rank=0, world_size=1)\n"
+        "trainer = quiet_trainer(accelerator='cpu', enable_progress_bar=False)\n"
+        "[teardown] = [c for c in trainer.callbacks if isinstance(c, ProcessGroupTeardown)]\n"
+        "teardown.setup(trainer, None, stage='fit')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "torn down"
+
+
 @pytest.mark.parametrize("n_rows", [1, 5, 1001])
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_shares_of_the_blocks_cover_every_row_once_in_order(n_rows, world_size):

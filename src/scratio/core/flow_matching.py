@@ -1,7 +1,9 @@
-"""The Lightning pieces: whole-batch sampling, the flow-matching module, weight averaging, block prediction."""
+"""Lightning pieces: whole-batch sampling, flow matching, weight averaging, block prediction, teardown."""
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -23,10 +25,22 @@ if TYPE_CHECKING:
     from .training import TrainingOptions
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
+    return torch.distributed.get_rank() if _distributed() else 0
+
+
+def _destroy_process_group() -> None:
+    if _distributed():
+        torch.distributed.destroy_process_group()
+
+
+@functools.cache
+def _destroy_process_group_at_exit() -> None:
+    atexit.register(_destroy_process_group)
 
 
 class RandomBatches(Dataset):
@@ -242,6 +256,20 @@ class WeightAverage(L.Callback):
             ):
                 weight.copy_(averaged)
         self._average = None
+
+
+class ProcessGroupTeardown(L.Callback):
+    """Tears the process group down when the process exits, while the interpreter is still whole.
+
+    Lightning does so for NCCL only. A gloo group (CPU processes) left to the interpreter's
+    finalisation can abort a process that has finished its work ("terminate called without an
+    active exception"): its worker threads outlive the objects they hold. Registered once per
+    process, in every process of a distributed run.
+    """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # noqa: D102
+        if _distributed():
+            _destroy_process_group_at_exit()
 
 
 class StepProgressBar(ProgressBar):

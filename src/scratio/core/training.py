@@ -288,14 +288,17 @@ def train_flow(
 
 
 def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
-    """A Lightning trainer without logger, checkpoints, summaries or banner lines."""
+    """A Lightning trainer without logger, checkpoints, summaries or banner lines.
+
+    Its processes tear their process group down at exit (:class:`~scratio.core.flow_matching.ProcessGroupTeardown`).
+    """
     import lightning as L
     from lightning.pytorch.callbacks import ProgressBar
 
-    from .flow_matching import StepProgressBar
+    from .flow_matching import ProcessGroupTeardown, StepProgressBar
 
     kwargs.setdefault("enable_progress_bar", settings.progress_bar)
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, ProcessGroupTeardown()]
     if kwargs["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
         # One bar over the steps (Lightning's own count "epochs" and nest a bar per validation).
         callbacks.append(StepProgressBar())
