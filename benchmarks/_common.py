@@ -82,11 +82,14 @@ def write_results(out: Path, *, setting: dict, packages, protocol: dict, summary
     return final
 
 
-def parse_setting(description: str, presets: dict, name: str, grids: dict[str, type]):
+def parse_setting(
+    description: str, presets: dict, name: str, grids: dict[str, type], estimators=("s1", "s2", "naive")
+):
     """Parse the command line into ``(setting, output path)``.
 
     ``grids`` names the preset's list-valued keys (with their element type) besides ``seeds``;
-    every other preset key is a single integer that may be overridden.
+    every other preset key is a single integer that may be overridden. ``estimators``: those the
+    script scores with, all by default, fewer with ``--estimators``.
     """
     parser = argparse.ArgumentParser(description=description)
     add_preset_modes(parser)
@@ -102,12 +105,15 @@ def parse_setting(description: str, presets: dict, name: str, grids: dict[str, t
     parser.add_argument("--s-min", type=float, help="noise at the data (default RatioFlow's)")
     parser.add_argument("--precision", choices=sr.core.ode.PRECISIONS, default="32-true",
                         help="the network's arithmetic in training and scoring")  # fmt: skip
+    parser.add_argument("--estimators", nargs="+", choices=estimators, default=list(estimators),
+                        help="score with these only (each exact estimator costs a scoring pass)")  # fmt: skip
     parser.add_argument("--out")
     args = parser.parse_args()
     setting = preset_setting(args, presets)
     setting |= {"solver": "rk4", "solver_steps": args.solver_steps, "divergence": "exact",
                 "validation_fraction": args.validation_fraction, "accelerator": args.accelerator,
-                "base": args.base, "s_min": args.s_min, "precision": args.precision}  # fmt: skip
+                "base": args.base, "s_min": args.s_min, "precision": args.precision,
+                "estimators": args.estimators}  # fmt: skip
     out = Path(args.out or Path(__file__).parent / "results" / f"{name}_{args.preset}.json")
     return setting, out
 
@@ -157,12 +163,10 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
     return estimate, time.perf_counter() - start
 
 
-def score_estimators(
-    model, data, numerator: dict, denominator: dict, setting: dict, metrics, methods=("s1", "s2", "naive")
-):
-    """Per estimator: ``metrics(estimate)`` (a dict), its wall time and whether every score is finite."""
+def score_estimators(model, data, numerator: dict, denominator: dict, setting: dict, metrics):
+    """Per estimator of ``setting["estimators"]``: ``metrics(estimate)`` (a dict), its wall time and whether every score is finite."""
     scored = {}
-    for method in methods:
+    for method in setting["estimators"]:
         estimate, seconds = timed_log_ratio(model, data, numerator, denominator, method, setting)
         scored[method] = {
             **metrics(estimate),

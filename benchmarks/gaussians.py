@@ -66,18 +66,19 @@ def main():
                 e = run["estimators"]
                 print(
                     f"loc {loc:g} d {d:2d} seed {seed}: train {run['train_seconds']}s ({run['steps_trained']} steps, "
-                    f"best {run['best_step']}) | MSE S1 {e['s1']['mse']} S2 {e['s2']['mse']} naive {e['naive']['mse']} "
-                    f"| s {e['s1']['seconds']}/{e['s2']['seconds']}/{e['naive']['seconds']} | ref {reference_mse(loc, d)}",
+                    f"best {run['best_step']}) | MSE "
+                    + " ".join(f"{m} {v['mse']} ({v['seconds']} s)" for m, v in e.items())
+                    + f" | ref {reference_mse(loc, d)}",
                     flush=True,
                 )
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(_results(setting, runs), indent=1))
 
     print("\nmean MSE over seeds (reference: learned field + score; loc 2: its ablation, loc 4: reported)")
-    print("loc   d     S1      S2   naive  reference")
+    print("loc   d " + "".join(f"{m:>8s}" for m in setting["estimators"]) + "  reference")
     for row in _results(setting, runs)["summary"]:
-        print(f"{row['loc']:3g} {row['d']:3d} {row['mse_s1']:7.4f} {row['mse_s2']:7.4f} {row['mse_naive']:7.4f}  "
-              f"{row['reference_mse']}")  # fmt: skip
+        mses = "".join(f"{row[f'mse_{m}']:8.4f}" for m in setting["estimators"])
+        print(f"{row['loc']:3g} {row['d']:3d} {mses}  {row['reference_mse']}")
 
 
 def _results(setting, runs):
@@ -88,7 +89,7 @@ def _results(setting, runs):
             if not group:
                 continue
             row = {"loc": loc, "d": d, "n_seeds": len(group)}
-            for method in ("s1", "s2", "naive"):
+            for method in setting["estimators"]:
                 row[f"mse_{method}"] = round(
                     float(np.mean([r["estimators"][method]["mse"] for r in group])), 4
                 )

@@ -41,7 +41,9 @@ def smoothed_mutual_information(d, rho, s_min):
 
 
 def main():
-    setting, out = parse_setting(__doc__.splitlines()[0], PRESETS, "mutual_information", {"dims": int})
+    setting, out = parse_setting(
+        __doc__.splitlines()[0], PRESETS, "mutual_information", {"dims": int}, estimators=("s1", "s2")
+    )
     sr.settings.verbosity = 0
 
     numerator, denominator = {"condition": "p"}, {"condition": "q"}
@@ -73,16 +75,17 @@ def main():
                     "per_cell_mse": round(float(((estimate - truth) ** 2).mean()), 4),
                 }
 
-            run["estimators"] = score_estimators(
-                model, test, numerator, denominator, setting, metrics, methods=("s1", "s2")
-            )
+            run["estimators"] = score_estimators(model, test, numerator, denominator, setting, metrics)
             runs.append(run)
             e = run["estimators"]
             print(
                 f"d {d:3d} seed {seed}: MI {mi:g} (smoothed {run['smoothed_mutual_information']}, sample "
                 f"{run['sample_mean_true_log_ratio']}) | train {run['train_seconds']}s ({run['steps_trained']} steps, "
-                f"best {run['best_step']}) | S1 {e['s1']['mi_estimate']} (err {e['s1']['abs_error']}, "
-                f"{e['s1']['seconds']}s) S2 {e['s2']['mi_estimate']} (err {e['s2']['abs_error']}, {e['s2']['seconds']}s)",
+                f"best {run['best_step']}) | "
+                + " ".join(
+                    f"{m.upper()} {v['mi_estimate']} (err {v['abs_error']}, {v['seconds']}s)"
+                    for m, v in e.items()
+                ),
                 flush=True,
             )
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ def _results(setting, runs):
         if not group:
             continue
         row = {"d": d, "mutual_information": d / 4, "n_seeds": len(group)}
-        for method in ("s1", "s2"):
+        for method in setting["estimators"]:
             row[f"abs_error_{method}"] = round(
                 float(np.mean([r["estimators"][method]["abs_error"] for r in group])), 4
             )
