@@ -290,7 +290,8 @@ def train_flow(
 def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
     """A Lightning trainer without logger, checkpoints, summaries or banner lines.
 
-    Its processes tear their process group down at exit (:class:`~scratio.core.flow_matching.ProcessGroupTeardown`).
+    Its processes tear their process group down at exit
+    (:class:`~scratio.core.flow_matching.ProcessGroupTeardown`).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ProgressBar
