@@ -103,7 +103,7 @@ def parse_setting(
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--base", choices=["gaussian"], help="the network's base field (default none)")
     parser.add_argument("--s-min", type=float, help="noise at the data (default RatioFlow's)")
-    parser.add_argument("--precision", choices=sr.core.ode.PRECISIONS, default="32-true",
+    parser.add_argument("--precision", choices=sr.core.ode.PRECISIONS, default=sr.core.Solver.precision,
                         help="the network's arithmetic in training and scoring")  # fmt: skip
     parser.add_argument("--estimators", nargs="+", choices=estimators, default=list(estimators),
                         help="score with these only (each exact estimator costs a scoring pass)")  # fmt: skip
@@ -119,7 +119,10 @@ def parse_setting(
 
 
 def machine() -> dict:
-    """The CPU model, whether it has bfloat16 matrix units (AMX), and the torch threads, recorded with every result."""
+    """The CPU model, whether it has bfloat16 matrix units (AMX), and the torch threads.
+
+    Recorded with every result.
+    """
     cpu, amx = platform.processor() or platform.machine(), None
     with contextlib.suppress(OSError):
         lines = Path("/proc/cpuinfo").read_text().splitlines()
@@ -164,7 +167,8 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
 
 
 def score_estimators(model, data, numerator: dict, denominator: dict, setting: dict, metrics):
-    """Per estimator of ``setting["estimators"]``: ``metrics(estimate)`` (a dict), its wall time and whether every score is finite."""
+    """Per estimator of ``setting["estimators"]``: ``metrics(estimate)`` (a dict), its wall time,
+    and whether every score is finite."""
     scored = {}
     for method in setting["estimators"]:
         estimate, seconds = timed_log_ratio(model, data, numerator, denominator, method, setting)

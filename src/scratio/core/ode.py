@@ -31,8 +31,8 @@ ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 ESTIMATORS = ("s1", "s2", "naive")
 #: How the divergence of the velocity is taken.
 DIVERGENCES = ("exact", "hutchinson")
-#: Arithmetic of the network, named as Lightning names it: float32 throughout, or its matrix
-#: products in bfloat16 with everything else (the ODE state, divergences, any base field) in float32.
+#: Arithmetic of the network, named as Lightning names it: float32 throughout (the default), or its
+#: matrix products in bfloat16 with everything else (the ODE state, divergences, any base field) in float32.
 PRECISIONS = ("32-true", "bf16-mixed")
 
 
@@ -79,7 +79,7 @@ class Solver:
     n_probes: int = 1
     seed: int = 0
     start: float = 1.0
-    precision: str = "32-true"
+    precision: str = PRECISIONS[0]
 
     def __post_init__(self) -> None:
         methods = FIXED_STEP_METHODS + ADAPTIVE_METHODS
@@ -149,7 +149,7 @@ def evaluate(
     codes: tuple[torch.Tensor, ...],
     probes: torch.Tensor,
     *,
-    precision: str = "32-true",
+    precision: str = Solver.precision,
 ):
     """Velocity, score and Jacobian quadratic forms of the field under each condition.
 

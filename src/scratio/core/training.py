@@ -21,7 +21,7 @@ import torch
 from scratio._settings import logger, settings
 
 from .network import ConditionalFlowNet
-from .ode import PRECISIONS
+from .ode import PRECISIONS, Solver
 from .paths import GaussianPath
 
 #: Held-out cells are capped: the validation loss is computed on all of them at every check.
@@ -69,8 +69,9 @@ class TrainingOptions:
     patience
         Stop after this many checks without improvement (``None``: never stop early).
     precision
-        ``"32-true"`` or ``"bf16-mixed"``, passed to :class:`lightning.pytorch.Trainer`: ``"bf16-mixed"`` takes the network's matrix products
-        in bfloat16 (with float32 weights), faster on processors with bfloat16 matrix units.
+        ``"32-true"`` or ``"bf16-mixed"``, passed to :class:`lightning.pytorch.Trainer`:
+        ``"bf16-mixed"`` takes the network's matrix products in bfloat16 (with float32 weights),
+        faster on processors with bfloat16 matrix units.
     accelerator, devices, strategy
         Passed to :class:`lightning.pytorch.Trainer`; e.g. ``devices=4, strategy="ddp"``.
     trainer_kwargs
@@ -88,7 +89,7 @@ class TrainingOptions:
     validation_fraction: float = 0.1
     check_every: int = 100
     patience: int | None = 10
-    precision: str = "32-true"
+    precision: str = Solver.precision  # scoring's default, so that a model is scored as it was trained
     accelerator: str = "auto"
     devices: int | str | Sequence[int] = "auto"
     strategy: Any = "auto"
@@ -168,7 +169,7 @@ class TrainingRecord:
     validation_fraction: float
     best_validation_loss: float | None
     best_step: int | None
-    precision: str = "32-true"  # absent from the records of 0.1 models, trained in float32
+    precision: str = PRECISIONS[0]  # absent from the records of 0.1 models, trained in float32
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict (the ``training`` entry of a saved model's ``config.json``)."""

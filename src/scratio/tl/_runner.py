@@ -106,7 +106,7 @@ class ToolOptions:
     solver: str = "rk4"
     solver_steps: int = 2
     divergence: str = "exact"
-    precision: str = "32-true"
+    precision: str = TrainingOptions.precision
     accelerator: str | None = ScoringDevices.accelerator
     devices: int | str | Sequence[int] = ScoringDevices.devices
     strategy: Any = ScoringDevices.strategy
