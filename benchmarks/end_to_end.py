@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "end_to_end.json"))
     args = parser.parse_args()
-    sr.settings.verbosity = 1
+    sr.settings.verbosity, sr.settings.progress_bar = "info", False  # log lines, no bars
 
     d = args.n_dims
     adata = sr.datasets.shifted_gaussians(args.n_obs, d, direction=np.full(d, 2 / np.sqrt(d)), random_state=0)

@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--n-dims", type=int, default=30)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tools_timing.json"))
     args = parser.parse_args()
-    sr.settings.verbosity = 1
+    sr.settings.verbosity, sr.settings.progress_bar = "info", False  # log lines, no bars
     n, d = args.n_cells, args.n_dims
     results = {"setting": vars(args), "tools": {}}
 

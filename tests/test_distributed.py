@@ -157,3 +157,21 @@ def test_cells_in_memory_and_one_condition_for_all_reach_spawned_processes():
     sent = pickle.dumps(SharedRows(one_condition))
     assert len(sent) < 1000
     np.testing.assert_array_equal(pickle.loads(sent)[5:7], [[1, 0], [1, 0]])
+
+
+def test_spawned_processes_log_and_draw_bars_as_the_caller():
+    from scratio.core.flow_matching import BlockPrediction
+    from scratio.core.network import ConditionalFlowNet
+
+    before = (sr.settings.verbosity, sr.settings.progress_bar)
+    try:
+        sr.settings.verbosity, sr.settings.progress_bar = "info", False
+        module = BlockPrediction(
+            ConditionalFlowNet(2, width=4), None, torch.zeros(3), block_size=2, desc="cells"
+        )
+        sent = pickle.dumps(module)
+        sr.settings.verbosity, sr.settings.progress_bar = 0, True  # a fresh process's own settings
+        pickle.loads(sent)  # as a spawned process unpickles it
+        assert (sr.settings.verbosity, sr.settings.progress_bar) == (2, False)
+    finally:
+        sr.settings.verbosity, sr.settings.progress_bar = before

@@ -64,12 +64,44 @@ def test_log_records_reach_the_root_logger_once(follow_scanpy, caplog, capfd):
     assert "donor_response: added" not in capfd.readouterr().err
 
 
-def test_scratio_levels_override_scanpy(follow_scanpy, monkeypatch, capfd):
+def test_scratio_levels_are_scanpys_and_override_it(follow_scanpy, monkeypatch, capfd):
     without_root_handlers(monkeypatch)
     sc.settings.verbosity = 0
-    sr.settings.verbosity = 1
+    sr.settings.verbosity = "info"  # as scanpy names it: log lines, and progress bars
     run_tool()
     err = capfd.readouterr().err
-    assert "donor_response: added" in err and "training:" not in err
-    with pytest.raises(ValueError, match="None \\(follow scanpy\\), 0, 1 or 2"):
-        sr.settings.verbosity = 3
+    assert "donor_response: added" in err and "training:" in err
+    sr.settings.verbosity = sc.Verbosity.warning  # scanpy's default: progress bars only
+    run_tool()
+    err = capfd.readouterr().err
+    assert "donor_response: added" not in err and "training:" in err
+    for bad in (5, "loud", True):
+        with pytest.raises(ValueError, match="None \\(follow scanpy\\) or one of scanpy's levels"):
+            sr.settings.verbosity = bad
+    assert sr.settings.verbosity == sc.Verbosity.warning
+
+
+def test_progress_bar_setting_overrides_the_verbosity(follow_scanpy, monkeypatch, capfd):
+    without_root_handlers(monkeypatch)
+    sc.settings.verbosity = 2
+    sr.settings.progress_bar = False  # log lines without bars, e.g. in a log file
+    try:
+        run_tool()
+        err = capfd.readouterr().err
+        assert "donor_response: added" in err and "training:" not in err
+        with pytest.raises(ValueError, match="`progress_bar` must be None"):
+            sr.settings.progress_bar = "yes"
+    finally:
+        sr.settings.progress_bar = None
+
+
+def test_debug_records_show_only_at_debug(follow_scanpy, monkeypatch, capfd):
+    from scratio._settings import logger
+
+    without_root_handlers(monkeypatch)
+    sr.settings.verbosity = "info"
+    logger.debug("a detail")
+    assert "a detail" not in capfd.readouterr().err
+    sr.settings.verbosity = "debug"
+    logger.debug("a detail")
+    assert "a detail" in capfd.readouterr().err

@@ -334,7 +334,8 @@ class BlockPrediction(L.LightningModule):
         super().__init__()
         self.network, self.score, self.output = network, score, output
         self.block_size, self.desc = block_size, desc
-        self.show_bar = settings.progress_bar  # the caller's setting, for processes it starts
+        # the caller's settings, for the processes it starts
+        self.verbosity, self.show_bar = settings.level, settings.shows_progress_bars
         self._part: torch.Tensor | None = None
         self._bar = None
 
@@ -343,7 +344,7 @@ class BlockPrediction(L.LightningModule):
         from .training import LIGHTNING_BANNERS, ignore_lightning_warnings
 
         super().__setstate__(state)
-        settings.verbosity = 2 if self.show_bar else 0
+        settings.verbosity, settings.progress_bar = self.verbosity, self.show_bar
         ignore_lightning_warnings()
         for name in LIGHTNING_BANNERS:
             logging.getLogger(name).setLevel(logging.WARNING)

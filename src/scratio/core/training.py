@@ -299,7 +299,7 @@ def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
 
     from .flow_matching import ProcessGroupTeardown, StepProgressBar
 
-    kwargs.setdefault("enable_progress_bar", settings.progress_bar)
+    kwargs.setdefault("enable_progress_bar", settings.shows_progress_bars)
     callbacks = [*callbacks, ProcessGroupTeardown()]
     if kwargs["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
         # One bar over the steps (Lightning's own count "epochs" and nest a bar per validation).
