@@ -17,7 +17,9 @@ bandwidth: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE against the
 (``noise_floor.py``), and ``held_out_gain``: the mean log-likelihood of the labels of the cells
 held out of training under ``logit P(treated | x) = log r + log(n_t / n_c)`` (the ratio as
 written, no fitted scale) minus that of the prior odds alone, in nats per cell, a proper score
-of the ratio that the training never saw.
+of the ratio that the training never saw. The row ``"averaged"`` is every width's ratios
+weighted by ``softmax`` of their summed held-out gains (a posterior over the widths), instead
+of the one best.
 
     OMP_NUM_THREADS=1 python benchmarks/bandwidth.py                        # pbmc68k, about 6 min
     OMP_NUM_THREADS=1 python benchmarks/bandwidth.py --large --no-pbmc      # 20,000 cells, about 12 min per dataset
@@ -37,6 +39,7 @@ import pandas as pd
 import torch
 from _common import DA_MODEL, machine
 from noise_floor import da_row, meld_score, noise_row, random_labels
+from scipy.special import softmax
 
 import scratio as sr
 
@@ -61,17 +64,24 @@ def score_dataset(adata, seed, bandwidths, is_da, validation_fraction=None):
                          scaling=params["scaling"], s_min=DA_MODEL["s_min"], random_state=seed)  # fmt: skip
     model.train(params["n_steps"], batch_size=params["batch_size"], **held)
     is_treated = (adata.obs["condition"] == "treated").to_numpy()
-    rows = []
+    rows, log_rs, total_gains = [], [], []
     for h in bandwidths:
         log_p = model.category_log_likelihoods(key="condition", solver_steps=2, bandwidth=h)
         log_r = (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
         gains = held_out_gains(log_r, is_treated, model.held_out)
+        log_rs.append(log_r)
+        total_gains.append(gains.sum())
         row = {"bandwidth": h, "held_out_gain": round(float(gains.mean()), 5),
                **noise_row(log_r), **(da_row(log_r, adata) if is_da else {}),
                "held_out_cell_gains": np.round(gains, 5).tolist()}  # fmt: skip
         if h == params["bandwidth_used"]:  # the tool's choice: the same numbers
             row["same_as_tool"] = bool(np.allclose(log_r, tool.obs["scratio_da"], atol=1e-3))
         rows.append(row)
+    # every width's ratios, weighted by its held-out likelihood (a posterior over the widths, flat prior)
+    weights = softmax(total_gains)
+    averaged = weights @ np.array(log_rs)
+    rows.append({"bandwidth": "averaged", "weights": np.round(weights, 4).tolist(),
+                 **noise_row(averaged), **(da_row(averaged, adata) if is_da else {})})  # fmt: skip
     meld, _ = meld_score(adata, adata.obsm["X_pca"].shape[1], seed)
     rows.append({"bandwidth": "meld", **noise_row(meld), **(da_row(meld, adata) if is_da else {})})
     for row in rows:
