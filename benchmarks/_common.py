@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import scratio as sr
+from scratio.core.training import cpu_has_bf16_matrix_units
 
 #: The DA tool's own model options at their defaults (its smoothing), for scripts that train the
 #: tool's model outside it.
@@ -123,16 +124,19 @@ def machine() -> dict:
 
     Recorded with every result.
     """
-    cpu, amx = platform.processor() or platform.machine(), None
+    cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        for line in lines:
-            if line.startswith("model name"):
-                cpu = f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-                break
-        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-        amx = "amx_bf16" in flags
-    return {"torch_threads": torch.get_num_threads(), "machine": cpu, "amx_bf16": amx}
+        model = next(
+            (
+                line
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            None,
+        )
+        if model is not None:
+            cpu = f"{model.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
+    return {"torch_threads": torch.get_num_threads(), "machine": cpu, "amx_bf16": cpu_has_bf16_matrix_units()}
 
 
 def train_timed(adata, setting: dict, seed: int):

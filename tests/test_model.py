@@ -39,6 +39,33 @@ def test_bf16_training_and_scoring_match_the_closed_form(trained_10d):
     assert r_squared(estimate, truth) >= 0.9
 
 
+@pytest.mark.parametrize(
+    ("has_units", "precision", "hinted"),
+    [(True, "32-true", True), (True, "bf16-mixed", False), (False, "32-true", False)],
+)
+def test_training_says_when_bf16_would_be_faster(has_units, precision, hinted, monkeypatch, caplog):
+    from scratio.core import training
+
+    monkeypatch.setattr(training, "cpu_has_bf16_matrix_units", lambda: has_units)
+    monkeypatch.setattr(sr.settings, "verbosity", "info")
+    adata = sr.datasets.shifted_gaussians(200, 2, random_state=0)
+    with caplog.at_level("INFO", logger="scratio"):
+        sr.RatioFlow(adata, "X_pca", "condition", width=16).train(5, batch_size=64, precision=precision)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Training RatioFlow"))
+    assert ('precision="bf16-mixed"` takes about half the time' in line) is hinted
+
+
+def test_bf16_matrix_units_are_read_from_the_cpu_flags(monkeypatch):
+    from scratio.core import training
+
+    training.cpu_has_bf16_matrix_units.cache_clear()
+    flags = {"amx": "flags\t\t: fpu sse avx512f amx_bf16 amx_tile\n", "none": "flags\t\t: fpu sse avx2\n"}
+    for kind, expected in (("amx", True), ("none", False)):
+        monkeypatch.setattr(training.Path, "read_text", lambda self, kind=kind: flags[kind])
+        assert training.cpu_has_bf16_matrix_units() is expected
+        training.cpu_has_bf16_matrix_units.cache_clear()
+
+
 def test_estimators_agree(trained_10d):
     adata, truth, model = trained_10d
     cells = adata[:500]

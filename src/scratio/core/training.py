@@ -6,6 +6,7 @@ Lightning loads inside :func:`train_flow`, not at import: scoring a saved model 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import signal
@@ -13,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -250,9 +252,15 @@ def train_flow(
             **trainer_kwargs,
         )
         device_kind = trainer.accelerator.__class__.__name__.removesuffix("Accelerator").lower()
+        faster = (
+            ' This processor has bfloat16 matrix units (AMX): `precision="bf16-mixed"` takes about half '
+            'the time, with nearly the same results (see "How it works").'
+            if device_kind == "cpu" and options.precision == PRECISIONS[0] and cpu_has_bf16_matrix_units()
+            else ""
+        )
         logger.info(
             f"Training RatioFlow on {trainer.num_devices} {device_kind} device(s): {len(train_cells)} cells "
-            f"({n_validation} held out), {x.shape[1]} dims, up to {n_steps} steps of {options.batch_size}."
+            f"({n_validation} held out), {x.shape[1]} dims, up to {n_steps} steps of {options.batch_size}.{faster}"
         )
         network.train()
         with _interruptible(trainer):
@@ -286,6 +294,19 @@ def train_flow(
     )
     logger.info(f"Trained RatioFlow for {record.steps_trained} steps: loss {record.final_loss:.4f}{kept}.")
     return record
+
+
+@functools.cache
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU has bfloat16 matrix units (Intel AMX), read from Linux's ``/proc/cpuinfo``."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []
+    )
+    return "amx_bf16" in flags
 
 
 def quiet_trainer(*, callbacks: Sequence[Any] = (), **kwargs):
