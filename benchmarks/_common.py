@@ -17,9 +17,30 @@ import torch
 import scratio as sr
 from scratio.core.training import cpu_has_bf16_matrix_units
 
+_DA_DEFAULTS = inspect.signature(sr.tl.differential_abundance).parameters
 #: The DA tool's own model options at their defaults (its smoothing), for scripts that train the
 #: tool's model outside it.
-DA_MODEL = {"s_min": inspect.signature(sr.tl.differential_abundance).parameters["s_min"].default}
+DA_MODEL = {"s_min": _DA_DEFAULTS["s_min"].default}
+
+
+def da_tool_model(adata, params: dict, random_state: int, **train_kwargs) -> sr.RatioFlow:
+    """The model of a DA tool call on ``obs["condition"]``, trained again outside it.
+
+    ``params`` is the call's ``uns["scratio_da"]["params"]`` (its dimensions, scaling, steps and
+    batch size); with the call's ``random_state`` the model is the call's.
+    """
+    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], scaling=params["scaling"],
+                         min_cells=_DA_DEFAULTS["min_cells"].default, s_min=DA_MODEL["s_min"],
+                         random_state=random_state)  # fmt: skip
+    return model.train(params["n_steps"], batch_size=params["batch_size"], **train_kwargs)
+
+
+def da_log_ratios(model: sr.RatioFlow, bandwidth: float) -> np.ndarray:
+    """``log p(x | treated) - log p(x | control)`` of every cell at ``bandwidth``, with the DA tool's solver steps."""
+    log_p = model.category_log_likelihoods(
+        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth
+    )
+    return (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
 
 
 def numpy_scalar(value):
@@ -126,16 +147,10 @@ def machine() -> dict:
     """
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        model = next(
-            (
-                line
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            None,
-        )
-        if model is not None:
-            cpu = f"{model.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
+                break
     return {"torch_threads": torch.get_num_threads(), "machine": cpu, "amx_bf16": cpu_has_bf16_matrix_units()}
 
 
@@ -171,8 +186,7 @@ def timed_log_ratio(model, data, numerator: dict, denominator: dict, method: str
 
 
 def score_estimators(model, data, numerator: dict, denominator: dict, setting: dict, metrics):
-    """Per estimator of ``setting["estimators"]``: ``metrics(estimate)`` (a dict), its wall time,
-    and whether every score is finite."""
+    """Per estimator of ``setting["estimators"]``: ``metrics(estimate)``, wall time, all scores finite."""
     scored = {}
     for method in setting["estimators"]:
         estimate, seconds = timed_log_ratio(model, data, numerator, denominator, method, setting)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _common import DA_MODEL, machine
+from _common import DA_MODEL, da_log_ratios, da_tool_model, machine
 from noise_floor import da_row, meld_score, noise_row, random_labels
 from scipy.special import softmax
 
@@ -60,14 +60,11 @@ def score_dataset(adata, seed, bandwidths, is_da, validation_fraction=None):
     tool = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
                                         use_rep="X_pca", random_state=seed, copy=True, train_kwargs=held)  # fmt: skip
     params = tool.uns["scratio_da"]["params"]
-    model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], min_cells=10,
-                         scaling=params["scaling"], s_min=DA_MODEL["s_min"], random_state=seed)  # fmt: skip
-    model.train(params["n_steps"], batch_size=params["batch_size"], **held)
+    model = da_tool_model(adata, params, seed, **held)
     is_treated = (adata.obs["condition"] == "treated").to_numpy()
     rows, log_rs, total_gains = [], [], []
     for h in bandwidths:
-        log_p = model.category_log_likelihoods(key="condition", solver_steps=2, bandwidth=h)
-        log_r = (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
+        log_r = da_log_ratios(model, h)
         gains = held_out_gains(log_r, is_treated, model.held_out)
         log_rs.append(log_r)
         total_gains.append(gains.sum())

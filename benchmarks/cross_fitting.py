@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import DA_MODEL, machine
+from _common import DA_MODEL, da_log_ratios, da_tool_model, machine
 from bandwidth import BANDWIDTHS, held_out_gains
 from noise_floor import da_row, meld_score, noise_row, random_labels
 
@@ -50,15 +50,8 @@ def scored_models(adata, seed, n_models):
     params = tool.uns["scratio_da"]["params"]
     models = []
     for k in range(n_models):
-        model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], min_cells=10,
-                             scaling=params["scaling"], s_min=DA_MODEL["s_min"],
-                             random_state=seed + MODEL_SEED_STRIDE * k)  # fmt: skip
-        model.train(params["n_steps"], batch_size=params["batch_size"])
-        log_r = []
-        for h in BANDWIDTHS:
-            log_p = model.category_log_likelihoods(key="condition", solver_steps=2, bandwidth=h)
-            log_r.append((log_p["treated"] - log_p["control"]).to_numpy(np.float64))
-        models.append((np.array(log_r), model.held_out))
+        model = da_tool_model(adata, params, seed + MODEL_SEED_STRIDE * k)
+        models.append((np.array([da_log_ratios(model, h) for h in BANDWIDTHS]), model.held_out))
     first = models[0][0][BANDWIDTHS.index(params["bandwidth_used"])]
     same_as_tool = bool(np.allclose(first, tool.obs["scratio_da"], atol=1e-3))
     return models, params, same_as_tool

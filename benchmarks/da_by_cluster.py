@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import DA_MODEL, machine
+from _common import da_log_ratios, da_tool_model, machine
 from da_speed import cells
 from noise_floor import meld_score
 from sklearn.metrics import average_precision_score
@@ -59,16 +59,11 @@ def ensemble(adata, params, clusters, is_da, n_models, seed):
     """``n_models`` models trained as the tool's, at its width: shared spread and the PR-AUC of their mean."""
     scores = []
     for k in range(n_models):
-        model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], scaling=params["scaling"],
-                             s_min=DA_MODEL["s_min"], random_state=seed + 1000 * (k + 1))  # fmt: skip
-        model.train(params["n_steps"], batch_size=params["batch_size"])
-        log_p = model.category_log_likelihoods(
-            key="condition", solver_steps=2, bandwidth=params["bandwidth_used"]
-        )
-        scores.append((log_p["treated"] - log_p["control"]).to_numpy(np.float64))
+        model = da_tool_model(adata, params, seed + 1000 * (k + 1))
+        scores.append(da_log_ratios(model, params["bandwidth_used"]))
     scores = np.array(scores)
     deviations = np.array([s - pd.Series(s).groupby(clusters).transform("mean").to_numpy() for s in scores])
-    correlation = np.corrcoef(deviations)[np.triu_indices(n_models, 1)]
+    correlation = np.atleast_2d(np.corrcoef(deviations))[np.triu_indices(n_models, 1)]  # none for one model
     mean = scores.mean(0)
     return {"n_models": n_models, "pr_auc_each": [round(average_precision_score(is_da, np.abs(s)), 4) for s in scores],
             "pr_auc_mean": round(average_precision_score(is_da, np.abs(mean)), 4),
