@@ -265,8 +265,8 @@ def test_network_with_a_gaussian_base_scores_its_closed_form_before_learning():
     truth = exact.log_prob(cells.double(), 0) - exact.log_prob(cells.double(), 1)
     estimate = ode.log_ratio(net, cells, codes_[0], codes_[1], solver=Solver(method="rk4", n_steps=20))
     assert (estimate.double() - truth).abs().max() < 1e-2 * truth.abs().max()
-    with pytest.raises(ValueError, match="Unknown base 'mixture'"):
-        ConditionalFlowNet(4, [2], base="mixture")
+    with pytest.raises(ValueError, match="Unknown base 'kde'"):
+        ConditionalFlowNet(4, [2], base="kde")
 
 
 def test_bf16_network_keeps_the_base_and_the_integration_in_float32():
@@ -316,3 +316,71 @@ def test_gaussian_base_marginalises_a_null_key_over_the_groups_that_agree():
     expected_velocity, expected_score = mixture(cells.double(), torch.tensor(0.6), torch.full((6, 1), 2))
     torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
+
+
+def _shared_states(n=4000, seed=0):
+    """Two conditions over the same three states in 3 dimensions, in shares 0.6/0.3/0.1 and 0.2/0.3/0.5."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]])
+    cells, codes = [], []
+    for code, shares in enumerate(([0.6, 0.3, 0.1], [0.2, 0.3, 0.5])):
+        states = torch.multinomial(torch.tensor(shares), n, replacement=True, generator=generator)
+        cells.append(centres[states] + 0.5 * torch.randn(n, 3, generator=generator))
+        codes.append(torch.full((n, 1), code))
+    return torch.cat(cells), torch.cat(codes)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
+def test_mixture_base_has_the_closed_form_fields_of_its_mixtures(path):
+    """Each condition's fields are those of the shared components under its own weights, JVPs included."""
+    from scratio.core import MixtureBase
+
+    x, codes = _shared_states()
+    base = MixtureBase([2]).fit(x[::2], codes[::2], path, held_out_x=x[1::2], held_out_codes=codes[1::2])
+    assert len(base.means) == 4 and float(base.shrinkage) > 0  # the fewest components that tell them apart
+    covariances = base.eigenvectors * base.eigenvalues[:, None, :] @ base.eigenvectors.transpose(1, 2)
+    cells = torch.randn(9, 3, generator=torch.Generator().manual_seed(2)) + 1.0
+    tangents = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(3))
+    for code in range(3):  # 2 is null: both conditions' mixtures, weighted by their cells
+        weights = torch.logsumexp(base.log_weights[:, None] + base.component_log_weights, 0).exp()
+        weights = weights if code == 2 else base.component_log_weights[code].exp()
+        exact = GaussianConditionalField(base.means, covariances, path, weights=weights)
+        codes_ = torch.full((9, 1), code)
+        for t in (0.0, 0.4, 0.95):
+            velocity, score = base(cells, torch.tensor(t), codes_)
+            expected_velocity, expected_score = exact(cells.double(), torch.tensor(t), torch.full((9, 1), 4))
+            torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
+        _, _, d_velocity = base(cells, torch.tensor(0.4), codes_, tangents)
+        for p in range(3):
+            _, expected = torch.func.jvp(
+                lambda y, codes_=codes_: base(y, torch.tensor(0.4), codes_)[0], (cells,), (tangents[p],)
+            )
+            torch.testing.assert_close(d_velocity[p], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_network_with_a_mixture_base_scores_the_log_ratio_of_the_states_shares():
+    """Untrained, the network is its base: deep in each state S1 gives the log-ratio of its shares."""
+    path = GaussianPath(s_min=0.05)
+    x, codes = _shared_states()
+    net = ConditionalFlowNet(3, [2], width=16, base="mixture")
+    net.base.fit(x[::2], codes[::2], path, held_out_x=x[1::2], held_out_codes=codes[1::2])
+    centres = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]])
+    zeros = torch.zeros(3, 1, dtype=torch.int64)
+    estimate = ode.log_ratio(net, centres, zeros, zeros + 1, solver=Solver(method="rk4", n_steps=20))
+    expected = torch.log(torch.tensor([0.6 / 0.2, 0.3 / 0.3, 0.1 / 0.5]))
+    torch.testing.assert_close(estimate, expected, atol=0.1, rtol=0)
+
+
+def test_mixture_base_shrinks_to_the_pooled_weights_when_labels_carry_nothing():
+    from scratio.core import MixtureBase
+
+    x, _ = _shared_states()
+    random_codes = torch.randint(2, (len(x), 1), generator=torch.Generator().manual_seed(4))
+    base = MixtureBase([2]).fit(
+        x[::2], random_codes[::2], GaussianPath(s_min=0.05), held_out_x=x[1::2], held_out_codes=random_codes[1::2]
+    )
+    assert float(base.shrinkage) == 0.0
+    _, score_0 = base(x[:50], torch.tensor(0.7), torch.zeros(50, 1, dtype=torch.int64))
+    _, score_1 = base(x[:50], torch.tensor(0.7), torch.ones(50, 1, dtype=torch.int64))
+    torch.testing.assert_close(score_0, score_1)  # the base adds nothing to any log-ratio

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from anndata import AnnData
 from helpers import REFERENCE, SHIFTED, r_squared, trained_pair
 
 import scratio as sr
@@ -422,3 +423,28 @@ def test_gaussian_base_is_accurate_after_little_training_and_round_trips(tmp_pat
     model.save(tmp_path / "model")
     loaded = sr.RatioFlow.load(tmp_path / "model", adata=adata)
     np.testing.assert_array_equal(estimate, loaded.log_ratio(adata[:200], SHIFTED, REFERENCE))
+
+
+def test_mixture_base_holds_the_shares_of_shared_states_and_round_trips(tmp_path):
+    """Three states in 4 dimensions, in other shares per condition: the base scores their log-ratio after little training."""
+    rng = np.random.default_rng(0)
+    centres = 4.0 * np.eye(4)[:3]
+    shares = {"shifted": [0.6, 0.3, 0.1], "reference": [0.2, 0.3, 0.5]}
+    states = {c: rng.choice(3, size=1000, p=p) for c, p in shares.items()}
+    x = np.concatenate([centres[s] + 0.5 * rng.standard_normal((1000, 4)) for s in states.values()])
+    conditions = pd.Categorical(np.repeat(list(shares), 1000))
+    adata = AnnData(obs=pd.DataFrame({"condition": conditions}, index=[f"cell{i}" for i in range(2000)]))
+    adata.obsm["X_pca"] = x.astype(np.float32)
+    state = np.concatenate(list(states.values()))
+    truth = np.log(np.array(shares["shifted"]) / np.array(shares["reference"]))[state]
+    errors = {}
+    for base in (None, "mixture"):
+        model = sr.RatioFlow(adata, condition_keys="condition", base=base, width=64)
+        model.train(100, batch_size=512)
+        estimate = model.log_ratio(adata[::10], SHIFTED, REFERENCE)
+        errors[base] = float(np.mean((estimate - truth[::10]) ** 2))
+    assert errors["mixture"] < 0.1 * truth.var() < errors[None]
+    assert model.record["network"]["base"] == "mixture" and model.record["base_components"] >= 3
+    model.save(tmp_path / "model")
+    loaded = sr.RatioFlow.load(tmp_path / "model", adata=adata)
+    np.testing.assert_array_equal(estimate, loaded.log_ratio(adata[::10], SHIFTED, REFERENCE))

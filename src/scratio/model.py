@@ -22,6 +22,7 @@ from ._scoring import CellScorer, SharedRows, scoring_method
 from ._support import SUPPORT_SCORING, Support
 from ._version import __version__
 from .core import ode
+from .core.base import MixtureBase
 from .core.network import ConditionalFlowNet
 from .core.ode import Solver
 from .core.paths import GaussianPath
@@ -82,7 +83,8 @@ class RatioFlow:
     network_options
         Options of :class:`~scratio.core.ConditionalFlowNet`: ``width``, ``n_layers``,
         ``head_layers``, ``condition_dim``, ``n_frequencies``, ``activation``, ``base``
-        (``"gaussian"``: learn the residual around a Gaussian per condition).
+        (``"gaussian"``: learn the residual around a Gaussian per condition; ``"mixture"``: around
+        a Gaussian mixture whose components the conditions share, with weights per condition).
 
     Examples
     --------
@@ -550,7 +552,8 @@ class RatioFlow:
 
         Keys: ``use_rep``, ``n_dims`` (the first ``n_dims`` columns of ``use_rep``),
         ``scaling``, ``condition_keys``, ``schedule`` (the path's parameters), ``network``, ``base_shrinkage``
-        (with a Gaussian base: the share of each condition's own fit it kept), ``random_state``
+        (with a base: the share of each condition's own fit it kept), ``base_components`` (with a
+        mixture base: its number of components), ``random_state``
         and the training record without its loss history (``n_steps``, ``batch_size``,
         ``final_loss``, ...).
         """
@@ -564,6 +567,7 @@ class RatioFlow:
             "schedule": self.path.to_dict(),
             "network": dict(self.network.config),
             **({"base_shrinkage": float(base.shrinkage)} if base is not None else {}),
+            **({"base_components": len(base.means)} if isinstance(base, MixtureBase) else {}),
             "random_state": self.random_state,
             **training,
         }

@@ -2,7 +2,7 @@
 
 from . import ode
 from .analytic import GaussianConditionalField
-from .base import GaussianBase
+from .base import GaussianBase, MixtureBase
 from .calibration import LogitScale, fit_logit_scale
 from .network import ConditionalFlowNet
 from .ode import ESTIMATORS, Solver, category_log_ratios, evaluate, log_likelihood, log_ratio, sample

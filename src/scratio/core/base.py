@@ -205,3 +205,125 @@ class GaussianBase(nn.Module):
 def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Sample covariance of a group; the pooled one for a group of fewer than two cells."""
     return np.cov(x, rowvar=False).reshape(fallback.shape) if len(x) > 1 else fallback
+
+
+#: Numbers of components among which :meth:`MixtureBase.fit` chooses.
+COMPONENT_CANDIDATES = (2, 4, 8, 16)
+#: Cells added to every component of every group's weights, so that no weight is 0.
+WEIGHT_PSEUDOCOUNT = 0.5
+
+
+class MixtureBase(GaussianBase):
+    """Velocity and score of a Gaussian mixture whose components all groups share, with weights per group.
+
+    The shape of differential abundance: the conditions share their cell states and differ in
+    how many cells each holds. The components (full covariances) are fitted to all training
+    cells; a group's weights are its cells' summed responsibilities (plus
+    :data:`WEIGHT_PSEUDOCOUNT`), ``pooled + shrinkage * (own - pooled)``. The log-ratio of two
+    groups then changes between states and little within one. :meth:`fit` chooses the number
+    of components and the shrinkage together by the held-out log-likelihood of the groups.
+    Codes with null keys mix the groups that agree on their other keys, as for
+    :class:`GaussianBase`.
+
+    Parameters
+    ----------
+    n_categories
+        Number of categories of each condition key; code ``n_categories[k]`` is the null entry.
+    """
+
+    def __init__(self, n_categories: Sequence[int] = ()):
+        super().__init__(n_categories)
+        self.register_buffer("component_log_weights", torch.zeros(0))  # (groups, components)
+
+    def fit(
+        self,
+        x: torch.Tensor,
+        codes: torch.Tensor,
+        path: GaussianPath,
+        *,
+        held_out_x: torch.Tensor | None = None,
+        held_out_codes: torch.Tensor | None = None,
+    ) -> MixtureBase:
+        """Fit the shared components and each group's weights; choose their number and the shrinkage on the held-out cells.
+
+        Parameters
+        ----------
+        x, codes
+            ``(n, d)`` training cells (standardised) and their ``(n, n_keys)`` condition codes.
+        path
+            The path along which the fields are carried (the model's).
+        held_out_x, held_out_codes
+            Cells not trained on, to choose among :data:`COMPONENT_CANDIDATES` and
+            :data:`SHRINKAGE_CANDIDATES`. Without them: the candidate of lowest BIC on the training
+            cells, each group with its own weights.
+
+        Returns
+        -------
+        The base itself, fitted.
+        """
+        from sklearn.mixture import GaussianMixture
+
+        x64 = x.detach().cpu().double().numpy()
+        group_codes, group_of_cell, counts = np.unique(
+            codes.cpu().numpy(), axis=0, return_inverse=True, return_counts=True
+        )
+        group_of_cell = group_of_cell.ravel()
+        self.group_codes = torch.as_tensor(group_codes, dtype=torch.int64)
+        self.log_weights = torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))
+        self.path_noise = torch.tensor([path.s_min, path.s_path], dtype=torch.float32)
+        held_out = held_out_x is not None and len(held_out_x) > 0 and len(group_codes) > 1
+        scores, fits = {}, {}
+        for n_components in COMPONENT_CANDIDATES:
+            if n_components > len(x64) // 10:  # too few cells for this many components
+                break
+            mixture = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3, random_state=0)
+            mixture.fit(x64)
+            responsibilities = mixture.predict_proba(x64)
+            own = np.stack([responsibilities[group_of_cell == g].sum(0) for g in range(len(group_codes))])
+            own = (own + WEIGHT_PSEUDOCOUNT) / (own + WEIGHT_PSEUDOCOUNT).sum(1, keepdims=True)
+            pooled = counts @ own / counts.sum()
+            fits[n_components] = (mixture, own, pooled)
+            if not held_out:
+                scores[n_components, 1.0] = -mixture.bic(x64)
+                continue
+            for shrinkage in SHRINKAGE_CANDIDATES:
+                self._set_mixture(mixture, pooled + shrinkage * (own - pooled))
+                scores[n_components, shrinkage] = self.held_out_group_log_likelihood(held_out_x, held_out_codes)
+        # The first of equals: the fewest components, the most shrunk.
+        n_components, shrinkage = max(scores, key=scores.get)
+        mixture, own, pooled = fits[n_components]
+        self._set_mixture(mixture, pooled + shrinkage * (own - pooled))
+        self.shrinkage = torch.tensor(float(shrinkage))
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(f"Mixture base: held-out group log-likelihood by (components, shrinkage) {scores}.")
+        logger.info(
+            f"Mixture base: {n_components} components shared by {len(group_codes)} group(s) of cells, "
+            f"shrinkage {shrinkage:g} of their weights towards the pooled ones."
+        )
+        return self
+
+    def _set_mixture(self, mixture, weights: np.ndarray) -> None:
+        self._set(mixture.means_, mixture.covariances_)
+        self.component_log_weights = torch.log(torch.as_tensor(weights, dtype=torch.float32))
+
+    def _log_weights_of(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(n, components)``: log-weights of the components in the mixture of each code's groups."""
+        agrees = (codes[:, None, :] == self.group_codes[None]) | (codes == self.null_codes)[:, None, :]
+        member = agrees.all(-1)
+        member = member | ~member.any(1, keepdim=True)  # an unseen combination: every group
+        log_group = torch.where(member, self.log_weights.to(dtype), -torch.inf)  # (n, G)
+        return torch.logsumexp(log_group[:, :, None] + self.component_log_weights.to(dtype)[None], dim=1)
+
+    def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(log_density + self._log_weights_of(codes, log_density.dtype), dim=1)
+
+    def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
+        """Mean ``log p(group | x)`` of cells under the groups' mixtures at the data (``t = 1``)."""
+        log_density = self._log_densities(x, torch.ones(len(x), 1, dtype=x.dtype))[0]  # (n, K)
+        log_joint = self.log_weights.to(x.dtype) + torch.logsumexp(
+            log_density[:, None, :] + self.component_log_weights.to(x.dtype)[None], dim=-1
+        )  # (n, G)
+        own = (codes[:, None, :] == self.group_codes[None]).all(-1)
+        seen = own.any(1)
+        log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
+        return float(log_posterior[own].sum() / max(int(seen.sum()), 1))

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import GaussianBase
+from .base import GaussianBase, MixtureBase
 
 #: Closed-form fields the heads may learn the residual of (``None``: no base).
-BASES = (None, "gaussian")
+BASES = (None, "gaussian", "mixture")
 ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -91,6 +91,8 @@ class ConditionalFlowNet(nn.Module):
     base
         ``"gaussian"``: the heads learn the residual around the exact fields of a Gaussian per
         group of cells (:class:`~scratio.core.GaussianBase`, fitted when training starts).
+        ``"mixture"``: around the exact fields of a Gaussian mixture whose components all groups
+        share, with weights per group (:class:`~scratio.core.MixtureBase`).
         ``None``: the heads learn the whole fields.
     """
 
@@ -131,7 +133,7 @@ class ConditionalFlowNet(nn.Module):
             _mlp(width, width, head_layers, activation), nn.Linear(width, n_dims)
         )
         self.score_head = nn.Sequential(_mlp(width, width, head_layers, activation), nn.Linear(width, n_dims))
-        self.base = GaussianBase(n_categories) if base == "gaussian" else None
+        self.base = {"gaussian": GaussianBase, "mixture": MixtureBase}[base](n_categories) if base else None
         if self.base is not None:  # start as the base: the residual is learned from zero
             for head in (self.velocity_head, self.score_head):
                 nn.init.zeros_(head[-1].weight)

@@ -55,7 +55,7 @@ random_state
     Seed of the network, of training and of any Hutchinson probes.
 model_kwargs
     Options of :class:`~scratio.RatioFlow` (``scaling``, ``schedule``, ``s_min``, ``width``, ``n_layers``,
-    ``base="gaussian"``, ...)."""
+    ``base="gaussian"`` or ``"mixture"``, ...)."""
 
 #: The start of every tool's Returns section.
 RETURNS = """\
