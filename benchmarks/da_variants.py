@@ -5,7 +5,8 @@ use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with 
 (``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
-label log-likelihood), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
+label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
+also with a weight decay of 1, 3 or 10), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
@@ -48,6 +49,11 @@ VARIANTS = {
     "default": {},
     "global scaling": {"scaling": "global"},
     "gaussian base": {"base": "gaussian"},
+    "mixture base": {"base": "mixture"},
+    **{
+        f"mixture base, weight decay {w:g}": {"base": "mixture", "train_kwargs": {"weight_decay": w}}
+        for w in (1, 3, 10)
+    },
     "one rk4 step": {"solver_steps": 1},
     "weight decay 0.3": {"train_kwargs": {"weight_decay": 0.3}},
     "weight decay 1": {"train_kwargs": {"weight_decay": 1.0}},

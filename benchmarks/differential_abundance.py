@@ -98,20 +98,33 @@ def pbmc68k_base() -> AnnData:
     return adata
 
 
-def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0, key: str = "leiden") -> AnnData:
-    """``n_cells`` cells from one Gaussian per cluster of ``obs[key]`` fitted to pbmc68k's 50-PC ``X_pca``."""
-    rng = np.random.default_rng(random_state)
+def cluster_gaussians(pbmc: AnnData, key: str = "leiden") -> pd.DataFrame:
+    """Per cluster of ``obs[key]`` (rows, in category order): its share of the cells, and the mean
+    and covariance of pbmc68k's 50-PC ``X_pca`` in it, the Gaussians :func:`gaussian_base` draws from."""
     x = pbmc.obsm["X_pca"].astype(np.float64)
     clusters = pbmc.obs[key]
     names = list(clusters.cat.categories)
-    proportions = clusters.value_counts(normalize=True)[names].to_numpy()
-    sizes = rng.multinomial(n_cells, proportions)
-    blocks, labels = [], []
-    for name, size in zip(names, sizes, strict=True):
+    rows = []
+    for name in names:
         xc = x[np.asarray(clusters == name)]
         # A small ridge keeps the covariance positive definite for clusters with few cells.
-        cov = np.cov(xc, rowvar=False) + 1e-6 * np.eye(x.shape[1])
-        blocks.append(rng.multivariate_normal(xc.mean(axis=0), cov, size=size))
+        rows.append({"mean": xc.mean(axis=0), "cov": np.cov(xc, rowvar=False) + 1e-6 * np.eye(x.shape[1])})
+    gaussians = pd.DataFrame(rows, index=names)
+    gaussians.insert(0, "proportion", clusters.value_counts(normalize=True)[names].to_numpy())
+    return gaussians
+
+
+def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0, key: str = "leiden") -> AnnData:
+    """``n_cells`` cells from one Gaussian per cluster of ``obs[key]`` fitted to pbmc68k's 50-PC ``X_pca``."""
+    rng = np.random.default_rng(random_state)
+    gaussians = cluster_gaussians(pbmc, key)
+    names = list(gaussians.index)
+    sizes = rng.multinomial(n_cells, gaussians["proportion"].to_numpy())
+    blocks, labels = [], []
+    for name, size in zip(names, sizes, strict=True):
+        blocks.append(
+            rng.multivariate_normal(gaussians.at[name, "mean"], gaussians.at[name, "cov"], size=size)
+        )
         labels += [name] * size
     order = rng.permutation(n_cells)
     obs = pd.DataFrame(
