@@ -208,6 +208,19 @@ def _two_gaussian_groups(n=3000, d=4, shift=1.5, seed=0):
     return x, codes
 
 
+def _assert_base_is_exact(base, exact, codes, exact_codes, cells, tangents):
+    """The base's velocity and score equal ``exact``'s at three times, and its JVPs autograd's."""
+    for t in (0.0, 0.4, 0.95):
+        velocity, score = base(cells, torch.tensor(t), codes)
+        expected_velocity, expected_score = exact(cells.double(), torch.tensor(t), exact_codes)
+        torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
+    _, _, d_velocity = base(cells, torch.tensor(0.4), codes, tangents)
+    for p in range(len(tangents)):
+        _, expected = torch.func.jvp(lambda y: base(y, torch.tensor(0.4), codes)[0], (cells,), (tangents[p],))
+        torch.testing.assert_close(d_velocity[p], expected, atol=1e-5, rtol=1e-4)
+
+
 def _fitted_base(x, codes, path):
     from scratio.core.base import GaussianBase
 
@@ -226,17 +239,7 @@ def test_gaussian_base_has_the_closed_form_fields_of_its_fits(path):
     tangents = torch.randn(3, 9, 4, generator=torch.Generator().manual_seed(3))
     for code in range(3):  # 2 is null: the mixture of both, weighted by their cells
         codes_ = torch.full((9, 1), code)
-        for t in (0.0, 0.4, 0.95):
-            velocity, score = base(cells, torch.tensor(t), codes_)
-            expected_velocity, expected_score = exact(cells.double(), torch.tensor(t), codes_)
-            torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
-        _, _, d_velocity = base(cells, torch.tensor(0.4), codes_, tangents)
-        for p in range(3):
-            _, expected = torch.func.jvp(
-                lambda y, codes_=codes_: base(y, torch.tensor(0.4), codes_)[0], (cells,), (tangents[p],)
-            )
-            torch.testing.assert_close(d_velocity[p], expected, atol=1e-5, rtol=1e-4)
+        _assert_base_is_exact(base, exact, codes_, codes_, cells, tangents)
 
 
 def test_gaussian_base_shrinks_to_the_pooled_fit_when_labels_carry_nothing():
@@ -345,18 +348,8 @@ def test_mixture_base_has_the_closed_form_fields_of_its_mixtures(path):
         weights = torch.logsumexp(base.log_weights[:, None] + base.component_log_weights, 0).exp()
         weights = weights if code == 2 else base.component_log_weights[code].exp()
         exact = GaussianConditionalField(base.means, covariances, path, weights=weights)
-        codes_ = torch.full((9, 1), code)
-        for t in (0.0, 0.4, 0.95):
-            velocity, score = base(cells, torch.tensor(t), codes_)
-            expected_velocity, expected_score = exact(cells.double(), torch.tensor(t), torch.full((9, 1), 4))
-            torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
-            torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
-        _, _, d_velocity = base(cells, torch.tensor(0.4), codes_, tangents)
-        for p in range(3):
-            _, expected = torch.func.jvp(
-                lambda y, codes_=codes_: base(y, torch.tensor(0.4), codes_)[0], (cells,), (tangents[p],)
-            )
-            torch.testing.assert_close(d_velocity[p], expected, atol=1e-5, rtol=1e-4)
+        # The exact field's null code (4, one past its components) is its weighted mixture.
+        _assert_base_is_exact(base, exact, torch.full((9, 1), code), torch.full((9, 1), 4), cells, tangents)
 
 
 def test_network_with_a_mixture_base_scores_the_log_ratio_of_the_states_shares():
@@ -378,7 +371,11 @@ def test_mixture_base_shrinks_to_the_pooled_weights_when_labels_carry_nothing():
     x, _ = _shared_states()
     random_codes = torch.randint(2, (len(x), 1), generator=torch.Generator().manual_seed(4))
     base = MixtureBase([2]).fit(
-        x[::2], random_codes[::2], GaussianPath(s_min=0.05), held_out_x=x[1::2], held_out_codes=random_codes[1::2]
+        x[::2],
+        random_codes[::2],
+        GaussianPath(s_min=0.05),
+        held_out_x=x[1::2],
+        held_out_codes=random_codes[1::2],
     )
     assert float(base.shrinkage) == 0.0
     _, score_0 = base(x[:50], torch.tensor(0.7), torch.zeros(50, 1, dtype=torch.int64))

@@ -80,7 +80,7 @@ class GaussianBase(nn.Module):
         held_out_x: torch.Tensor | None = None,
         held_out_codes: torch.Tensor | None = None,
     ) -> GaussianBase:
-        """Fit a Gaussian to each group of ``codes`` in ``x``; choose the shrinkage on the held-out cells.
+        """Fit the base to each group of ``codes`` in ``x``; choose how far it separates them on the held-out cells.
 
         Parameters
         ----------
@@ -89,45 +89,51 @@ class GaussianBase(nn.Module):
         path
             The path along which the fields are carried (the model's).
         held_out_x, held_out_codes
-            Cells not trained on, to choose the shrinkage among :data:`SHRINKAGE_CANDIDATES`.
-            Without them each group keeps its own fit (shrinkage 1).
+            Cells not trained on, to choose the shrinkage among :data:`SHRINKAGE_CANDIDATES`
+            (and, for :class:`MixtureBase`, the number of components). Without them each group
+            keeps its own fit (shrinkage 1).
 
         Returns
         -------
         The base itself, fitted.
         """
-        x64 = x.detach().cpu().double().numpy()
         group_codes, group_of_cell, counts = np.unique(
             codes.cpu().numpy(), axis=0, return_inverse=True, return_counts=True
         )
-        group_of_cell = group_of_cell.ravel()
+        self.group_codes = torch.as_tensor(group_codes, dtype=torch.int64)
+        self.log_weights = torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))
+        self.path_noise = torch.tensor([path.s_min, path.s_path], dtype=torch.float32)
+        held_out = None
+        if held_out_x is not None and len(held_out_x) and len(group_codes) > 1:
+            held_out = (held_out_x, held_out_codes)
+        self._fit_groups(x.detach().cpu().double().numpy(), group_of_cell.ravel(), counts, held_out)
+        return self
+
+    def _fit_groups(self, x64: np.ndarray, group_of_cell: np.ndarray, counts: np.ndarray, held_out) -> None:
+        """Set each group's Gaussian, shrunk by the choice of the held-out cells (``held_out``, or ``None``)."""
         pooled_mean, pooled_cov = x64.mean(0), _covariance(x64, np.eye(x64.shape[1]))
         own = [(x64[group_of_cell == g].mean(0), _covariance(x64[group_of_cell == g], pooled_cov))
-               for g in range(len(group_codes))]  # fmt: skip
+               for g in range(len(counts))]  # fmt: skip
 
         def gaussians(shrinkage):
             means = np.stack([pooled_mean + shrinkage * (m - pooled_mean) for m, _ in own])
             covs = np.stack([pooled_cov + shrinkage * (c - pooled_cov) for _, c in own])
             return means, covs
 
-        self.group_codes = torch.as_tensor(group_codes, dtype=torch.int64)
-        self.log_weights = torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))
-        self.path_noise = torch.tensor([path.s_min, path.s_path], dtype=torch.float32)
         shrinkage = 1.0
-        if held_out_x is not None and len(held_out_x) and len(group_codes) > 1:
+        if held_out is not None:
             scores = {}
             for candidate in SHRINKAGE_CANDIDATES:
                 self._set(*gaussians(candidate))
-                scores[candidate] = self.held_out_group_log_likelihood(held_out_x, held_out_codes)
+                scores[candidate] = self.held_out_group_log_likelihood(*held_out)
             shrinkage = max(scores, key=scores.get)  # the first of equals: the most shrunk
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(f"Gaussian base: held-out group log-likelihood by shrinkage {scores}.")
         self._set(*gaussians(shrinkage))
         self.shrinkage = torch.tensor(float(shrinkage))
         logger.info(
-            f"Gaussian base: {len(group_codes)} group(s) of cells, shrinkage {shrinkage:g} towards the pooled fit."
+            f"Gaussian base: {len(counts)} group(s) of cells, shrinkage {shrinkage:g} towards the pooled fit."
         )
-        return self
 
     def _set(self, means: np.ndarray, covariances: np.ndarray) -> None:
         eigenvalues, eigenvectors = np.linalg.eigh(covariances)
@@ -235,43 +241,15 @@ class MixtureBase(GaussianBase):
         super().__init__(n_categories)
         self.register_buffer("component_log_weights", torch.zeros(0))  # (groups, components)
 
-    def fit(
-        self,
-        x: torch.Tensor,
-        codes: torch.Tensor,
-        path: GaussianPath,
-        *,
-        held_out_x: torch.Tensor | None = None,
-        held_out_codes: torch.Tensor | None = None,
-    ) -> MixtureBase:
-        """Fit the shared components and each group's weights; choose their number and the shrinkage on the held-out cells.
+    def _fit_groups(self, x64: np.ndarray, group_of_cell: np.ndarray, counts: np.ndarray, held_out) -> None:
+        """Fit the shared components and each group's weights; choose their number and the shrinkage.
 
-        Parameters
-        ----------
-        x, codes
-            ``(n, d)`` training cells (standardised) and their ``(n, n_keys)`` condition codes.
-        path
-            The path along which the fields are carried (the model's).
-        held_out_x, held_out_codes
-            Cells not trained on, to choose among :data:`COMPONENT_CANDIDATES` and
-            :data:`SHRINKAGE_CANDIDATES`. Without them: the candidate of lowest BIC on the training
-            cells, each group with its own weights.
-
-        Returns
-        -------
-        The base itself, fitted.
+        With ``held_out`` cells, among :data:`COMPONENT_CANDIDATES` and :data:`SHRINKAGE_CANDIDATES`
+        by their groups' log-likelihood; without, the number of lowest BIC on the training cells
+        and each group's own weights.
         """
         from sklearn.mixture import GaussianMixture
 
-        x64 = x.detach().cpu().double().numpy()
-        group_codes, group_of_cell, counts = np.unique(
-            codes.cpu().numpy(), axis=0, return_inverse=True, return_counts=True
-        )
-        group_of_cell = group_of_cell.ravel()
-        self.group_codes = torch.as_tensor(group_codes, dtype=torch.int64)
-        self.log_weights = torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))
-        self.path_noise = torch.tensor([path.s_min, path.s_path], dtype=torch.float32)
-        held_out = held_out_x is not None and len(held_out_x) > 0 and len(group_codes) > 1
         scores, fits = {}, {}
         for n_components in COMPONENT_CANDIDATES:
             if n_components > len(x64) // 10:  # too few cells for this many components
@@ -279,16 +257,16 @@ class MixtureBase(GaussianBase):
             mixture = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3, random_state=0)
             mixture.fit(x64)
             responsibilities = mixture.predict_proba(x64)
-            own = np.stack([responsibilities[group_of_cell == g].sum(0) for g in range(len(group_codes))])
+            own = np.stack([responsibilities[group_of_cell == g].sum(0) for g in range(len(counts))])
             own = (own + WEIGHT_PSEUDOCOUNT) / (own + WEIGHT_PSEUDOCOUNT).sum(1, keepdims=True)
             pooled = counts @ own / counts.sum()
             fits[n_components] = (mixture, own, pooled)
-            if not held_out:
+            if held_out is None:
                 scores[n_components, 1.0] = -mixture.bic(x64)
                 continue
             for shrinkage in SHRINKAGE_CANDIDATES:
                 self._set_mixture(mixture, pooled + shrinkage * (own - pooled))
-                scores[n_components, shrinkage] = self.held_out_group_log_likelihood(held_out_x, held_out_codes)
+                scores[n_components, shrinkage] = self.held_out_group_log_likelihood(*held_out)
         # The first of equals: the fewest components, the most shrunk.
         n_components, shrinkage = max(scores, key=scores.get)
         mixture, own, pooled = fits[n_components]
@@ -297,10 +275,9 @@ class MixtureBase(GaussianBase):
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(f"Mixture base: held-out group log-likelihood by (components, shrinkage) {scores}.")
         logger.info(
-            f"Mixture base: {n_components} components shared by {len(group_codes)} group(s) of cells, "
+            f"Mixture base: {n_components} components shared by {len(counts)} group(s) of cells, "
             f"shrinkage {shrinkage:g} of their weights towards the pooled ones."
         )
-        return self
 
     def _set_mixture(self, mixture, weights: np.ndarray) -> None:
         self._set(mixture.means_, mixture.covariances_)
