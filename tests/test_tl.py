@@ -534,9 +534,9 @@ BAD_DA = {
     ),
     "unknown base": (
         None,
-        {"base": "mixture"},
+        {"base": "kde"},
         ValueError,
-        r"Unknown base 'mixture'; choose one of \(None, 'gaussian'\)",
+        r"Unknown base 'kde'; choose one of \(None, 'gaussian', 'mixture'\)",
     ),
     "bandwidth not a number": (
         None,
