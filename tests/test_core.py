@@ -381,3 +381,13 @@ def test_mixture_base_shrinks_to_the_pooled_weights_when_labels_carry_nothing():
     _, score_0 = base(x[:50], torch.tensor(0.7), torch.zeros(50, 1, dtype=torch.int64))
     _, score_1 = base(x[:50], torch.tensor(0.7), torch.ones(50, 1, dtype=torch.int64))
     torch.testing.assert_close(score_0, score_1)  # the base adds nothing to any log-ratio
+
+
+def test_mixture_base_fits_two_components_to_few_cells():
+    """Fewer than 20 cells allow no candidate by the ten-cells-per-component rule: the smallest is fitted."""
+    from scratio.core import MixtureBase
+
+    x, codes = _shared_states(n=8)
+    base = MixtureBase([2]).fit(x, codes, GaussianPath(s_min=0.05))
+    assert len(base.means) == 2 and base.component_log_weights.shape == (2, 2)
+    assert torch.isfinite(base(x, torch.tensor(0.5), codes)[1]).all()

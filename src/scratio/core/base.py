@@ -144,9 +144,9 @@ class GaussianBase(nn.Module):
         self.eigenvectors = torch.as_tensor(eigenvectors, dtype=torch.float32)
 
     def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
-        """Mean ``log p(group | x)`` of cells under the groups' Gaussians at the data (``t = 1``)."""
+        """Mean ``log p(group | x)`` of cells under the groups' densities at the data (``t = 1``)."""
         log_density = self._log_densities(x, torch.ones(len(x), 1, dtype=x.dtype))[0]
-        log_joint = log_density + self.log_weights.to(x.dtype)
+        log_joint = self._log_group_densities(log_density) + self.log_weights.to(x.dtype)
         own = (codes[:, None, :] == self.group_codes[None]).all(-1)
         # A held-out cell of a combination never seen in training has no group: it is not scored.
         seen = own.any(1)
@@ -163,12 +163,19 @@ class GaussianBase(nn.Module):
         log_density = -0.5 * ((projected**2 / variances) + torch.log(variances)).sum(-1)
         return log_density, projected, variances
 
-    def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    def _log_group_densities(self, log_density: torch.Tensor) -> torch.Tensor:
+        """``(n, groups)`` log-densities of each group from those of the base's Gaussians (here one per group)."""
+        return log_density
+
+    def _log_weights_of(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``(n, Gaussians)``: log-weights of the base's Gaussians in the mixture of each code's groups."""
         agrees = (codes[:, None, :] == self.group_codes[None]) | (codes == self.null_codes)[:, None, :]
         member = agrees.all(-1)
         member = member | ~member.any(1, keepdim=True)  # an unseen combination: every group
-        log_weights = torch.where(member, self.log_weights.to(log_density.dtype), -torch.inf)
-        return torch.softmax(log_density + log_weights, dim=1)
+        return torch.where(member, self.log_weights.to(dtype), -torch.inf)
+
+    def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(log_density + self._log_weights_of(codes, log_density.dtype), dim=1)
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor | None = None
@@ -252,7 +259,7 @@ class MixtureBase(GaussianBase):
 
         scores, fits = {}, {}
         for n_components in COMPONENT_CANDIDATES:
-            if n_components > len(x64) // 10:  # too few cells for this many components
+            if fits and n_components > len(x64) // 10:  # too few cells for more components
                 break
             mixture = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3, random_state=0)
             mixture.fit(x64)
@@ -283,24 +290,13 @@ class MixtureBase(GaussianBase):
         self._set(mixture.means_, mixture.covariances_)
         self.component_log_weights = torch.log(torch.as_tensor(weights, dtype=torch.float32))
 
+    def _log_group_densities(self, log_density: torch.Tensor) -> torch.Tensor:
+        """``(n, groups)``: each group's mixture of the shared components."""
+        return torch.logsumexp(
+            log_density[:, None, :] + self.component_log_weights.to(log_density.dtype)[None], -1
+        )
+
     def _log_weights_of(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """``(n, components)``: log-weights of the components in the mixture of each code's groups."""
-        agrees = (codes[:, None, :] == self.group_codes[None]) | (codes == self.null_codes)[:, None, :]
-        member = agrees.all(-1)
-        member = member | ~member.any(1, keepdim=True)  # an unseen combination: every group
-        log_group = torch.where(member, self.log_weights.to(dtype), -torch.inf)  # (n, G)
+        log_group = super()._log_weights_of(codes, dtype)  # (n, groups)
         return torch.logsumexp(log_group[:, :, None] + self.component_log_weights.to(dtype)[None], dim=1)
-
-    def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(log_density + self._log_weights_of(codes, log_density.dtype), dim=1)
-
-    def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
-        """Mean ``log p(group | x)`` of cells under the groups' mixtures at the data (``t = 1``)."""
-        log_density = self._log_densities(x, torch.ones(len(x), 1, dtype=x.dtype))[0]  # (n, K)
-        log_joint = self.log_weights.to(x.dtype) + torch.logsumexp(
-            log_density[:, None, :] + self.component_log_weights.to(x.dtype)[None], dim=-1
-        )  # (n, G)
-        own = (codes[:, None, :] == self.group_codes[None]).all(-1)
-        seen = own.any(1)
-        log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
-        return float(log_posterior[own].sum() / max(int(seen.sum()), 1))
