@@ -55,11 +55,13 @@ def test_explicit_forward_mode_matches_torch_func():
     net = ConditionalFlowNet(5, [3], width=32, head_layers=1, activation="selu").double()
     x = torch.randn(7, 5, dtype=torch.float64)
     codes = torch.tensor([[0], [1], [2], [3], [0], [1], [3]])
-    tangents = torch.randn(4, 7, 5, dtype=torch.float64)
-    velocity, score, d_velocity = net.forward_with_tangents(x, torch.tensor(0.3), codes, tangents)
+    probes = torch.randn(4, 7, 5, dtype=torch.float64)
+    velocity, score, quadratic = net.forward_with_divergence(x, torch.tensor(0.3), codes, probes)
+    expected = torch.zeros(7, dtype=torch.float64)
     for p in range(4):
-        _, expected = torch.func.jvp(lambda y: net(y, torch.tensor(0.3), codes)[0], (x,), (tangents[p],))
-        torch.testing.assert_close(d_velocity[p], expected)
+        _, along = torch.func.jvp(lambda y: net(y, torch.tensor(0.3), codes)[0], (x,), (probes[p],))
+        expected += (probes[p] * along).sum(-1)
+    torch.testing.assert_close(quadratic, expected)
     torch.testing.assert_close(score, net(x, torch.tensor(0.3), codes)[1])
 
 
@@ -208,17 +210,18 @@ def _two_gaussian_groups(n=3000, d=4, shift=1.5, seed=0):
     return x, codes
 
 
-def _assert_base_is_exact(base, exact, codes, exact_codes, cells, tangents):
-    """The base's velocity and score equal ``exact``'s at three times, and its JVPs autograd's."""
+def _assert_base_is_exact(base, exact, codes, exact_codes, cells):
+    """The base's velocity and score equal ``exact``'s at three times, and its divergence autograd's."""
     for t in (0.0, 0.4, 0.95):
         velocity, score = base(cells, torch.tensor(t), codes)
         expected_velocity, expected_score = exact(cells.double(), torch.tensor(t), exact_codes)
         torch.testing.assert_close(velocity, expected_velocity.float(), atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(score, expected_score.float(), atol=1e-4, rtol=1e-4)
-    _, _, d_velocity = base(cells, torch.tensor(0.4), codes, tangents)
-    for p in range(len(tangents)):
-        _, expected = torch.func.jvp(lambda y: base(y, torch.tensor(0.4), codes)[0], (cells,), (tangents[p],))
-        torch.testing.assert_close(d_velocity[p], expected, atol=1e-5, rtol=1e-4)
+    _, _, divergence = base(cells, torch.tensor(0.4), codes, divergence=True)
+    jacobians = torch.func.vmap(
+        torch.func.jacrev(lambda y, c: base(y[None], torch.tensor(0.4), c[None])[0][0])
+    )(cells, codes)
+    torch.testing.assert_close(divergence, jacobians.diagonal(dim1=1, dim2=2).sum(-1), atol=1e-5, rtol=1e-4)
 
 
 def _fitted_base(x, codes, path):
@@ -229,17 +232,16 @@ def _fitted_base(x, codes, path):
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
 def test_gaussian_base_has_the_closed_form_fields_of_its_fits(path):
-    """Per condition and for the null mixture: velocity, score and the velocity's JVPs are exact."""
+    """Per condition and for the null mixture: velocity, score and the velocity's divergence are exact."""
     x, codes = _two_gaussian_groups()
     base = _fitted_base(x, codes, path)
     assert float(base.shrinkage) == 1.0  # well-separated conditions keep their own fits
     covariances = base.eigenvectors * base.eigenvalues[:, None, :] @ base.eigenvectors.transpose(1, 2)
     exact = GaussianConditionalField(base.means, covariances, path, weights=base.log_weights.exp())
     cells = torch.randn(9, 4, generator=torch.Generator().manual_seed(2)) + 0.7
-    tangents = torch.randn(3, 9, 4, generator=torch.Generator().manual_seed(3))
     for code in range(3):  # 2 is null: the mixture of both, weighted by their cells
         codes_ = torch.full((9, 1), code)
-        _assert_base_is_exact(base, exact, codes_, codes_, cells, tangents)
+        _assert_base_is_exact(base, exact, codes_, codes_, cells)
 
 
 def test_gaussian_base_shrinks_to_the_pooled_fit_when_labels_carry_nothing():
@@ -335,7 +337,7 @@ def _shared_states(n=4000, seed=0):
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: p.name)
 def test_mixture_base_has_the_closed_form_fields_of_its_mixtures(path):
-    """Each condition's fields are those of the shared components under its own weights, JVPs included."""
+    """Each condition's fields are those of the shared components under its own weights, divergence included."""
     from scratio.core import MixtureBase
 
     x, codes = _shared_states()
@@ -343,13 +345,12 @@ def test_mixture_base_has_the_closed_form_fields_of_its_mixtures(path):
     assert len(base.means) == 4 and float(base.shrinkage) > 0  # the fewest components that tell them apart
     covariances = base.eigenvectors * base.eigenvalues[:, None, :] @ base.eigenvectors.transpose(1, 2)
     cells = torch.randn(9, 3, generator=torch.Generator().manual_seed(2)) + 1.0
-    tangents = torch.randn(3, 9, 3, generator=torch.Generator().manual_seed(3))
     for code in range(3):  # 2 is null: both conditions' mixtures, weighted by their cells
         weights = torch.logsumexp(base.log_weights[:, None] + base.component_log_weights, 0).exp()
         weights = weights if code == 2 else base.component_log_weights[code].exp()
         exact = GaussianConditionalField(base.means, covariances, path, weights=weights)
         # The exact field's null code (4, one past its components) is its weighted mixture.
-        _assert_base_is_exact(base, exact, torch.full((9, 1), code), torch.full((9, 1), 4), cells, tangents)
+        _assert_base_is_exact(base, exact, torch.full((9, 1), code), torch.full((9, 1), 4), cells)
 
 
 def test_network_with_a_mixture_base_scores_the_log_ratio_of_the_states_shares():
@@ -363,6 +364,21 @@ def test_network_with_a_mixture_base_scores_the_log_ratio_of_the_states_shares()
     estimate = ode.log_ratio(net, centres, zeros, zeros + 1, solver=Solver(method="rk4", n_steps=20))
     expected = torch.log(torch.tensor([0.6 / 0.2, 0.3 / 0.3, 0.1 / 0.5]))
     torch.testing.assert_close(estimate, expected, atol=0.1, rtol=0)
+
+
+def test_base_divergence_is_exact_whatever_the_probes():
+    """A base's divergence is taken in closed form: Hutchinson's probes leave its part without noise."""
+    x, codes = _shared_states(n=500)
+    net = ConditionalFlowNet(3, [2], width=16, base="mixture")  # zero read-outs: the network is its base
+    net.base.fit(x, codes, GaussianPath(s_min=0.05))
+    cells, t = x[::50], torch.tensor(0.6)
+    both = (torch.zeros(len(cells), 1, dtype=torch.int64), torch.ones(len(cells), 1, dtype=torch.int64))
+    index = torch.arange(len(cells))
+    _, _, exact = ode.evaluate(net, cells, t, both, Solver().probes(3, index))
+    _, _, probed = ode.evaluate(net, cells, t, both, Solver(divergence="hutchinson").probes(3, index))
+    for e, p in zip(exact, probed, strict=True):
+        torch.testing.assert_close(p, e)
+        assert e.abs().max() > 0.1  # a real divergence, not zeros
 
 
 def test_mixture_base_shrinks_to_the_pooled_weights_when_labels_carry_nothing():

@@ -154,14 +154,21 @@ class GaussianBase(nn.Module):
         return float(log_posterior[own].sum() / max(int(seen.sum()), 1))
 
     def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
-        """Log-densities of ``x`` under each group at time ``t`` (``(n, 1)``), up to one shared constant, and the parts of the fields."""
-        path = self.path
-        sigma2 = path.sigma(t) ** 2  # (n, 1)
-        variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]  # (n, G, d)
-        centred = x[:, None, :] - t[:, :, None] * self.means  # (n, G, d)
-        projected = torch.einsum("ngd,gde->nge", centred, self.eigenvectors)
-        log_density = -0.5 * ((projected**2 / variances) + torch.log(variances)).sum(-1)
-        return log_density, projected, variances
+        """Log-densities of ``x`` under each Gaussian at time ``t`` (``(n, 1)``), up to one shared constant, and the parts of the fields.
+
+        The parts, each ``(n, G, d)`` in every Gaussian's eigenbasis: ``projected``, ``x - t * mean``
+        (one matrix product rotates the cells into all eigenbases at once); ``whitened``, that
+        divided by the variances; and the ``variances`` at ``t``.
+        """
+        n_gaussians, d = self.means.shape
+        sigma2 = self.path.sigma(t) ** 2  # (n, 1)
+        variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]
+        rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
+        rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
+        projected = (x @ rotation).view(len(x), n_gaussians, d) - t[:, :, None] * rotated_means
+        whitened = projected / variances
+        log_density = -0.5 * (projected * whitened + torch.log(variances)).sum(-1)
+        return log_density, projected, whitened, variances
 
     def _log_group_densities(self, log_density: torch.Tensor) -> torch.Tensor:
         """``(n, groups)`` log-densities of each group from those of the base's Gaussians (here one per group)."""
@@ -177,42 +184,35 @@ class GaussianBase(nn.Module):
     def _weights(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         return torch.softmax(log_density + self._log_weights_of(codes, log_density.dtype), dim=1)
 
-    def forward(
-        self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor | None = None
-    ):
-        """Velocity and score of each cell's condition; with ``tangents`` ``(P, n, d)`` also the velocity's JVPs.
+    def forward(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, divergence: bool = False):
+        """Velocity and score of each cell's condition; with ``divergence`` also the velocity's divergence.
 
         Always in float32, also under a bfloat16 :class:`torch.autocast`: the closed form is
         exact, and only the network's correction is rounded.
         """
         with torch.autocast(x.device.type, enabled=False):
-            return self._fields(x, t, codes, tangents)
+            return self._fields(x, t, codes, divergence)
 
-    def _fields(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor | None):
+    def _fields(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, divergence: bool):
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))[:, None]
-        log_density, projected, variances = self._log_densities(x, t)
-        weights = self._weights(log_density, codes)  # (n, G): each group's responsibility for x
-        path = self.path
-        # Per eigen-direction, score = -y / var and velocity = mean + gain * y / var, with
-        # gain = t * eigenvalue + sigma * d sigma / dt.
-        gain = t[:, :, None] * self.eigenvalues + path.sigma_d_sigma(t)[:, :, None]
-        scores = -torch.einsum("gde,nge->ngd", self.eigenvectors, projected / variances)
-        slopes = gain / variances  # (n, G, d): the velocity's Jacobian in each group's eigenbasis
-        velocities = self.means + torch.einsum("gde,nge->ngd", self.eigenvectors, slopes * projected)
-        velocity = (weights[..., None] * velocities).sum(1)
-        score = (weights[..., None] * scores).sum(1)
-        if tangents is None:
+        log_density, projected, whitened, variances = self._log_densities(x, t)
+        weights = self._weights(log_density, codes)[..., None]  # (n, G, 1): each Gaussian's responsibility
+        # In Gaussian g's eigenbasis, with y = projected, its score is -y / var and its velocity
+        # mean + slope * y, where slope = gain / var and gain = t * eigenvalue + sigma * d sigma / dt.
+        gains = t[:, :, None] * self.eigenvalues + self.path.sigma_d_sigma(t)[:, :, None]
+        moved = gains * whitened  # slope * y
+        # Weighted sums over the Gaussians are taken in their eigenbases and rotated back in one product.
+        n, (n_gaussians, d) = len(x), self.means.shape
+        rotation_back = self.eigenvectors.transpose(1, 2).reshape(n_gaussians * d, d)  # (G * d, d)
+        score = ((weights * whitened).view(n, -1) @ rotation_back).neg_()
+        velocity = weights[..., 0] @ self.means + (weights * moved).view(n, -1) @ rotation_back
+        if not divergence:
             return velocity, score
-        # d v = sum_g w_g J_g dx + sum_g v_g dw_g, with dw_g = w_g (s_g - s) . dx
-        d_velocity = torch.zeros_like(tangents)
-        for g in range(len(self.means)):
-            w = weights[:, g]  # zero for the cells whose condition excludes the group
-            along = (tangents @ self.eigenvectors[g]) * slopes[:, g]  # (P, n, d) in the eigenbasis
-            d_weight = w * torch.einsum("pnd,nd->pn", tangents, scores[:, g] - score)
-            d_velocity += (
-                w[:, None] * (along @ self.eigenvectors[g].T) + d_weight[..., None] * velocities[:, g]
-            )
-        return velocity, score, d_velocity
+        # v = sum_g w_g v_g with grad w_g = w_g (s_g - s): div v = sum_g w_g (tr J_g + s_g . v_g) - s . v,
+        # in closed form whatever the number of Gaussians (no Jacobian-vector products).
+        rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
+        own = (gains / variances).sum(-1) - (whitened * (rotated_means + moved)).sum(-1)  # tr J_g + s_g . v_g
+        return velocity, score, (weights[..., 0] * own).sum(1) - (score * velocity).sum(-1)
 
 
 def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -158,32 +158,42 @@ class ConditionalFlowNet(nn.Module):
         base_velocity, base_score = self.base(x, t, codes)
         return velocity + base_velocity, score + base_score
 
-    def forward_with_tangents(
-        self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, tangents: torch.Tensor
+    def forward_with_divergence(
+        self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, probes: torch.Tensor
     ):
-        """Velocity, score, and the velocity's Jacobian-vector products along ``tangents``.
+        """Velocity, score, and the divergence of the velocity as the probes' quadratic forms.
 
-        Forward-mode differentiation written out for the MLP: each tangent ``(P, n, d)``
-        goes through the same matrix products as the cells, so ``P`` directions cost about
-        ``P`` forward passes, without the overhead of generic ``vmap(jvp)``.
+        Forward-mode differentiation written out for the MLP: each probe ``(P, n, d)`` goes
+        through the same matrix products as the cells, so ``P`` probes cost about ``P`` forward
+        passes, without the overhead of generic ``vmap(jvp)``. The divergence is
+        ``sum_p e_p^T J e_p`` over the probes ``e_p`` for the network's correction (exact for the
+        identity basis, Hutchinson's estimate for scaled Rademacher probes), plus the base's
+        divergence in closed form.
 
         Returns
         -------
-        ``(velocity, score, d_velocity)`` with ``d_velocity`` of shape ``(P, n, d)``.
+        ``(velocity, score, divergence)``, the last of shape ``(n,)``.
         """
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
         h = torch.cat([x, self.time_features(t), self.conditions(codes)], dim=-1)
         layers = _leaves(self.trunk)
         first = layers[0]
         # Only the first n_dims inputs depend on x; time and condition features carry no tangent.
-        h, dh = first(h), tangents @ first.weight[:, : self.n_dims].T
+        h, dh = first(h), probes @ first.weight[:, : self.n_dims].T
         h, dh = _push_forward(layers[1:], h, dh)
         velocity, d_velocity = _push_forward(_leaves(self.velocity_head), h, dh)
         score = self.score_head(h)
+        divergence = quadratic_forms(probes, d_velocity)
         if self.fitted_base is None:
-            return velocity, score, d_velocity
-        base_velocity, base_score, base_d_velocity = self.base(x, t, codes, tangents)
-        return velocity + base_velocity, score + base_score, d_velocity + base_d_velocity
+            return velocity, score, divergence
+        base_velocity, base_score, base_divergence = self.base(x, t, codes, divergence=True)
+        return velocity + base_velocity, score + base_score, divergence + base_divergence
+
+
+def quadratic_forms(probes: torch.Tensor, d_velocity: torch.Tensor) -> torch.Tensor:
+    """``sum_p e_p^T (J e_p)`` per cell from the probes ``(P, n, d)`` and their Jacobian products, in the probes' precision."""
+    with torch.autocast(probes.device.type, enabled=False):
+        return torch.einsum("pnd,pnd->n", probes, d_velocity.to(probes.dtype))
 
 
 def _leaves(module: nn.Module) -> list[nn.Module]:

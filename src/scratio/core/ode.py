@@ -23,6 +23,8 @@ from torchdiffeq import odeint
 
 from scratio._deprecation import renamed_keywords
 
+from .network import quadratic_forms
+
 Field = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
@@ -156,13 +158,14 @@ def evaluate(
     The quadratic form of condition ``k`` is ``q_k = sum_p e_p^T J_k e_p`` over the probes
     ``e_p``: the exact divergence of ``v_k`` for the identity basis, Hutchinson's estimate for
     scaled Rademacher probes. Both are linear in the Jacobian, so the divergence of a
-    difference field is the difference of quadratic forms taken with the same probes.
+    difference field is the difference of quadratic forms taken with the same probes. A
+    closed-form part of the field (a base) adds its exact divergence instead.
 
     Parameters
     ----------
     field
-        Velocity-and-score callable; a ``forward_with_tangents`` method, when present, is used
-        for the Jacobian-vector products, else ``torch.func`` forward mode.
+        Velocity-and-score callable; its ``forward_with_divergence`` method, when present, gives
+        the quadratic forms, else ``torch.func`` forward mode.
     x
         ``(n, d)`` points.
     t
@@ -183,16 +186,16 @@ def evaluate(
     x_all, codes_all = x.repeat(repeats, 1), torch.cat(codes)
     probes_all = probes.to(device=x.device, dtype=x.dtype).repeat(1, repeats, 1)  # probes are made on the CPU
     with network_precision(precision, x.device):
-        if hasattr(field, "forward_with_tangents"):
-            velocity, score, d_velocity = field.forward_with_tangents(x_all, t, codes_all, probes_all)
+        if hasattr(field, "forward_with_divergence"):
+            velocity, score, quadratic = field.forward_with_divergence(x_all, t, codes_all, probes_all)
         else:
 
             def along(tangent):
                 return jvp(lambda y: field(y, t, codes_all), (x_all,), (tangent,), has_aux=True)
 
             velocity, d_velocity, score = vmap(along, out_dims=(None, 0, None))(probes_all)
-    velocity, score, d_velocity = (v.to(x.dtype) for v in (velocity, score, d_velocity))
-    quadratic = torch.einsum("pnd,pnd->n", probes_all, d_velocity)
+            quadratic = quadratic_forms(probes_all, d_velocity)
+    velocity, score, quadratic = (v.to(x.dtype) for v in (velocity, score, quadratic))
     return velocity.split(n), score.split(n), quadratic.split(n)
 
 
