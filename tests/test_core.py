@@ -339,18 +339,21 @@ def _shared_states(n=4000, seed=0):
 def test_mixture_base_has_the_closed_form_fields_of_its_mixtures(path):
     """Each condition's fields are those of the shared components under its own weights, divergence included."""
     from scratio.core import MixtureBase
+    from scratio.core.base import N_COMPONENTS, N_FITS
 
     x, codes = _shared_states()
-    base = MixtureBase([2]).fit(x[::2], codes[::2], path, held_out_x=x[1::2], held_out_codes=codes[1::2])
-    assert len(base.means) == 4 and float(base.shrinkage) > 0  # the fewest components that tell them apart
+    base = MixtureBase([2]).fit(x[::2], codes[::2], path)
+    assert len(base.means) == N_FITS * N_COMPONENTS and float(base.shrinkage) == 1.0  # distinct shares kept
+    torch.testing.assert_close(base.component_log_weights.exp().sum(1), torch.ones(2))
     covariances = base.eigenvectors * base.eigenvalues[:, None, :] @ base.eigenvectors.transpose(1, 2)
     cells = torch.randn(9, 3, generator=torch.Generator().manual_seed(2)) + 1.0
     for code in range(3):  # 2 is null: both conditions' mixtures, weighted by their cells
         weights = torch.logsumexp(base.log_weights[:, None] + base.component_log_weights, 0).exp()
         weights = weights if code == 2 else base.component_log_weights[code].exp()
         exact = GaussianConditionalField(base.means, covariances, path, weights=weights)
-        # The exact field's null code (4, one past its components) is its weighted mixture.
-        _assert_base_is_exact(base, exact, torch.full((9, 1), code), torch.full((9, 1), 4), cells)
+        # The exact field's null code (one past its components) is its weighted mixture.
+        null = torch.full((9, 1), len(base.means))
+        _assert_base_is_exact(base, exact, torch.full((9, 1), code), null, cells)
 
 
 def test_network_with_a_mixture_base_scores_the_log_ratio_of_the_states_shares():
@@ -381,29 +384,23 @@ def test_base_divergence_is_exact_whatever_the_probes():
         assert e.abs().max() > 0.1  # a real divergence, not zeros
 
 
-def test_mixture_base_shrinks_to_the_pooled_weights_when_labels_carry_nothing():
-    from scratio.core import MixtureBase
-
+def test_mixture_base_keeps_a_quarter_of_the_weights_when_labels_carry_nothing():
+    """Random labels: the most shrunk candidate, and log-ratios within sampling noise of 0."""
     x, _ = _shared_states()
     random_codes = torch.randint(2, (len(x), 1), generator=torch.Generator().manual_seed(4))
-    base = MixtureBase([2]).fit(
-        x[::2],
-        random_codes[::2],
-        GaussianPath(s_min=0.05),
-        held_out_x=x[1::2],
-        held_out_codes=random_codes[1::2],
-    )
-    assert float(base.shrinkage) == 0.0
-    _, score_0 = base(x[:50], torch.tensor(0.7), torch.zeros(50, 1, dtype=torch.int64))
-    _, score_1 = base(x[:50], torch.tensor(0.7), torch.ones(50, 1, dtype=torch.int64))
-    torch.testing.assert_close(score_0, score_1)  # the base adds nothing to any log-ratio
+    net = ConditionalFlowNet(3, [2], width=16, base="mixture")
+    net.base.fit(x, random_codes, GaussianPath(s_min=0.05))
+    assert float(net.base.shrinkage) == 0.25
+    zeros = torch.zeros(200, 1, dtype=torch.int64)
+    estimate = ode.log_ratio(net, x[::40], zeros, zeros + 1, solver=Solver(method="rk4", n_steps=8))
+    assert estimate.abs().max() < 0.05
 
 
-def test_mixture_base_fits_two_components_to_few_cells():
-    """Fewer than 20 cells allow no candidate by the ten-cells-per-component rule: the smallest is fitted."""
+def test_mixture_base_fits_one_gaussian_to_few_cells():
+    """Fewer than 40 cells allow one component (20 cells each): the groups share it, and the base is finite."""
     from scratio.core import MixtureBase
 
     x, codes = _shared_states(n=8)
     base = MixtureBase([2]).fit(x, codes, GaussianPath(s_min=0.05))
-    assert len(base.means) == 2 and base.component_log_weights.shape == (2, 2)
+    assert len(base.means) == 1 and base.component_log_weights.tolist() == [[0.0], [0.0]]
     assert torch.isfinite(base(x, torch.tensor(0.5), codes)[1]).all()

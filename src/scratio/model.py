@@ -553,7 +553,7 @@ class RatioFlow:
         Keys: ``use_rep``, ``n_dims`` (the first ``n_dims`` columns of ``use_rep``),
         ``scaling``, ``condition_keys``, ``schedule`` (the path's parameters), ``network``, ``base_shrinkage``
         (with a base: the share of each condition's own fit it kept), ``base_components`` (with a
-        mixture base: its number of components), ``random_state``
+        mixture base: its number of components, all fits together), ``random_state``
         and the training record without its loss history (``n_steps``, ``batch_size``,
         ``final_loss``, ...).
         """

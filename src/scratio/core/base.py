@@ -89,9 +89,9 @@ class GaussianBase(nn.Module):
         path
             The path along which the fields are carried (the model's).
         held_out_x, held_out_codes
-            Cells not trained on, to choose the shrinkage among :data:`SHRINKAGE_CANDIDATES`
-            (and, for :class:`MixtureBase`, the number of components). Without them each group
-            keeps its own fit (shrinkage 1).
+            Cells not trained on, to choose the shrinkage among :data:`SHRINKAGE_CANDIDATES`.
+            Without them each group keeps its own fit (shrinkage 1). A :class:`MixtureBase`
+            cross-validates on the training cells instead and does not use them.
 
         Returns
         -------
@@ -145,13 +145,16 @@ class GaussianBase(nn.Module):
 
     def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
         """Mean ``log p(group | x)`` of cells under the groups' densities at the data (``t = 1``)."""
+        log_posteriors = self._group_log_posteriors(x, codes)
+        return float(log_posteriors.sum() / max(len(log_posteriors), 1))
+
+    def _group_log_posteriors(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Per cell, ``log p(own group | x)`` at ``t = 1``; a cell of a combination never seen in training has no group and is left out."""
         log_density = self._log_densities(x, torch.ones(len(x), 1, dtype=x.dtype))[0]
         log_joint = self._log_group_densities(log_density) + self.log_weights.to(x.dtype)
         own = (codes[:, None, :] == self.group_codes[None]).all(-1)
-        # A held-out cell of a combination never seen in training has no group: it is not scored.
-        seen = own.any(1)
         log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
-        return float(log_posterior[own].sum() / max(int(seen.sum()), 1))
+        return log_posterior[own]
 
     def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
         """Log-densities of ``x`` under each Gaussian at time ``t`` (``(n, 1)``), up to one shared constant, and the parts of the fields.
@@ -220,8 +223,18 @@ def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return np.cov(x, rowvar=False).reshape(fallback.shape) if len(x) > 1 else fallback
 
 
-#: Numbers of components among which :meth:`MixtureBase.fit` chooses.
-COMPONENT_CANDIDATES = (2, 4, 8, 16)
+#: Components of each Gaussian mixture fitted to the cells (fewer with fewer cells, see below).
+N_COMPONENTS = 16
+#: Fewest training cells per component of a fit.
+CELLS_PER_COMPONENT = 20
+#: Gaussian mixtures fitted, each from another random start; the base is their equal-weight union.
+N_FITS = 8
+#: The most training cells a fit reads: enough for its components, which need no labels.
+MAX_FIT_CELLS = 4096
+#: Shares of each group's own weights, against the pooled ones, among which training chooses.
+MIXTURE_SHRINKAGE_CANDIDATES = (0.25, 0.5, 0.75, 1.0)
+#: Folds of the training cells over which the shrinkage is cross-validated.
+N_FOLDS = 5
 #: Cells added to every component of every group's weights, so that no weight is 0.
 WEIGHT_PSEUDOCOUNT = 0.5
 
@@ -230,12 +243,20 @@ class MixtureBase(GaussianBase):
     """Velocity and score of a Gaussian mixture whose components all groups share, with weights per group.
 
     The shape of differential abundance: the conditions share their cell states and differ in
-    how many cells each holds. The components (full covariances) are fitted to all training
-    cells; a group's weights are its cells' summed responsibilities (plus
-    :data:`WEIGHT_PSEUDOCOUNT`), ``pooled + shrinkage * (own - pooled)``. The log-ratio of two
-    groups then changes between states and little within one. :meth:`fit` chooses the number
-    of components and the shrinkage together by the held-out log-likelihood of the groups.
-    Codes with null keys mix the groups that agree on their other keys, as for
+    how many cells each holds. The components (full covariances) are the union of
+    :data:`N_FITS` Gaussian mixtures of :data:`N_COMPONENTS` each (one per
+    :data:`CELLS_PER_COMPONENT` cells, if fewer), fitted to the training cells without their
+    labels from different random starts: one fit's partition of the cells into states is
+    arbitrary, and the union averages over partitions. A group's weights are its cells' summed
+    responsibilities (plus :data:`WEIGHT_PSEUDOCOUNT` cells per component, spread over the fits),
+    ``pooled + shrinkage * (own - pooled)``. The log-ratio of two groups then changes between
+    states and little within one. :meth:`fit` chooses the shrinkage among
+    :data:`MIXTURE_SHRINKAGE_CANDIDATES` by cross-validation: each training cell's
+    ``log p(group | x)`` under the weights of the other :data:`N_FOLDS` - 1 folds, taking the most
+    shrunk candidate within one standard error of the best. A quarter of each group's own weights
+    is always kept, so that weak differences still order the cells; whether they are real is
+    the question of the replicate test (:func:`scratio.tl.differential_abundance` with
+    ``sample_key``). Codes with null keys mix the groups that agree on their other keys, as for
     :class:`GaussianBase`.
 
     Parameters
@@ -249,46 +270,66 @@ class MixtureBase(GaussianBase):
         self.register_buffer("component_log_weights", torch.zeros(0))  # (groups, components)
 
     def _fit_groups(self, x64: np.ndarray, group_of_cell: np.ndarray, counts: np.ndarray, held_out) -> None:
-        """Fit the shared components and each group's weights; choose their number and the shrinkage.
+        """Fit the shared components and each group's weights; choose the shrinkage by cross-validation.
 
-        With ``held_out`` cells, among :data:`COMPONENT_CANDIDATES` and :data:`SHRINKAGE_CANDIDATES`
-        by their groups' log-likelihood; without, the number of lowest BIC on the training cells
-        and each group's own weights.
+        The held-out cells are not used: cross-validating on the training cells scores ten times
+        as many cells.
         """
         from sklearn.mixture import GaussianMixture
 
-        scores, fits = {}, {}
-        for n_components in COMPONENT_CANDIDATES:
-            if fits and n_components > len(x64) // 10:  # too few cells for more components
-                break
-            mixture = GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3, random_state=0)
-            mixture.fit(x64)
-            responsibilities = mixture.predict_proba(x64)
-            own = np.stack([responsibilities[group_of_cell == g].sum(0) for g in range(len(counts))])
-            own = (own + WEIGHT_PSEUDOCOUNT) / (own + WEIGHT_PSEUDOCOUNT).sum(1, keepdims=True)
-            pooled = counts @ own / counts.sum()
-            fits[n_components] = (mixture, own, pooled)
-            if held_out is None:
-                scores[n_components, 1.0] = -mixture.bic(x64)
-                continue
-            for shrinkage in SHRINKAGE_CANDIDATES:
-                self._set_mixture(mixture, pooled + shrinkage * (own - pooled))
-                scores[n_components, shrinkage] = self.held_out_group_log_likelihood(*held_out)
-        # The first of equals: the fewest components, the most shrunk.
-        n_components, shrinkage = max(scores, key=scores.get)
-        mixture, own, pooled = fits[n_components]
-        self._set_mixture(mixture, pooled + shrinkage * (own - pooled))
+        rng = np.random.default_rng(0)
+        n_components = max(1, min(N_COMPONENTS, len(x64) // CELLS_PER_COMPONENT))
+        n_fits = N_FITS if n_components > 1 else 1  # one Gaussian is the same from every start
+        fit_cells = x64[rng.permutation(len(x64))[:MAX_FIT_CELLS]]
+        fits = [GaussianMixture(n_components, covariance_type="full", reg_covar=1e-3, random_state=seed)
+                for seed in range(n_fits)]  # fmt: skip
+        for fit in fits:
+            fit.fit(fit_cells)
+        self._set(np.concatenate([f.means_ for f in fits]), np.concatenate([f.covariances_ for f in fits]))
+        responsibilities = np.concatenate([f.predict_proba(x64) for f in fits], axis=1) / n_fits
+        pseudocount = WEIGHT_PSEUDOCOUNT / n_fits
+
+        def set_weights(cells: np.ndarray, shrinkage: float) -> None:
+            """Each group's weights from the ``cells`` (a mask), shrunk towards the pooled ones."""
+            own = np.stack(
+                [responsibilities[cells & (group_of_cell == g)].sum(0) for g in range(len(counts))]
+            )
+            own = (own + pseudocount) / (own + pseudocount).sum(1, keepdims=True)
+            in_group = np.bincount(group_of_cell[cells], minlength=len(counts))
+            pooled = in_group @ own / in_group.sum()
+            self.component_log_weights = torch.log(
+                torch.as_tensor(pooled + shrinkage * (own - pooled)).float()
+            )
+
+        # Folds stratified by group: the cells of each group, in random order, dealt out in turn.
+        fold = np.empty(len(x64), dtype=np.int64)
+        for g in range(len(counts)):
+            members = rng.permutation(np.flatnonzero(group_of_cell == g))
+            fold[members] = np.arange(len(members)) % N_FOLDS
+        x = torch.as_tensor(x64, dtype=torch.float32)
+        codes = self.group_codes[torch.as_tensor(group_of_cell)]
+        scores = {}  # per candidate, each cell's log p(group | x) under the weights of the other folds
+        for shrinkage in MIXTURE_SHRINKAGE_CANDIDATES:
+            scores[shrinkage] = np.empty(len(x64))
+            for k in range(N_FOLDS):
+                scored = fold == k
+                set_weights(~scored, shrinkage)
+                scores[shrinkage][scored] = self._group_log_posteriors(x[scored], codes[scored]).numpy()
+        # The one-standard-error rule: the most shrunk candidate within one standard error of the best.
+        best = max(scores, key=lambda c: scores[c].mean())
+        shrinkage = next(
+            c for c in MIXTURE_SHRINKAGE_CANDIDATES
+            if (scores[best] - scores[c]).mean() <= (scores[best] - scores[c]).std() / np.sqrt(len(x64))
+        )  # fmt: skip
+        set_weights(np.ones(len(x64), dtype=bool), shrinkage)
         self.shrinkage = torch.tensor(float(shrinkage))
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(f"Mixture base: held-out group log-likelihood by (components, shrinkage) {scores}.")
+            means = {c: round(float(v.mean()), 5) for c, v in scores.items()}
+            logger.debug(f"Mixture base: cross-validated group log-likelihood by shrinkage {means}.")
         logger.info(
-            f"Mixture base: {n_components} components shared by {len(counts)} group(s) of cells, "
+            f"Mixture base: {n_fits} fit(s) of {n_components} component(s) shared by {len(counts)} group(s) of cells, "
             f"shrinkage {shrinkage:g} of their weights towards the pooled ones."
         )
-
-    def _set_mixture(self, mixture, weights: np.ndarray) -> None:
-        self._set(mixture.means_, mixture.covariances_)
-        self.component_log_weights = torch.log(torch.as_tensor(weights, dtype=torch.float32))
 
     def _log_group_densities(self, log_density: torch.Tensor) -> torch.Tensor:
         """``(n, groups)``: each group's mixture of the shared components."""
