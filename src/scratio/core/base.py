@@ -150,27 +150,28 @@ class GaussianBase(nn.Module):
 
     def _group_log_posteriors(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Per cell, ``log p(own group | x)`` at ``t = 1``; a cell of a combination never seen in training has no group and is left out."""
-        log_density = self._log_densities(x, torch.ones(len(x), 1, dtype=x.dtype))[0]
+        log_density = self._log_densities(x, torch.ones(1, 1, dtype=x.dtype))[0]
         log_joint = self._log_group_densities(log_density) + self.log_weights.to(x.dtype)
         own = (codes[:, None, :] == self.group_codes[None]).all(-1)
         log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
         return log_posterior[own]
 
     def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
-        """Log-densities of ``x`` under each Gaussian at time ``t`` (``(n, 1)``), up to one shared constant, and the parts of the fields.
+        """Log-densities of ``x`` under each Gaussian at time ``t`` (``(n, 1)``, or ``(1, 1)`` for all cells), up to one shared constant, and the parts of the fields.
 
-        The parts, each ``(n, G, d)`` in every Gaussian's eigenbasis: ``projected``, ``x - t * mean``
-        (one matrix product rotates the cells into all eigenbases at once); ``whitened``, that
-        divided by the variances; and the ``variances`` at ``t``.
+        The parts, in every Gaussian's eigenbasis: ``projected``, ``x - t * mean`` (``(n, G, d)``;
+        one matrix product rotates the cells into all eigenbases at once); ``whitened``, that
+        divided by the variances; and the ``variances`` at ``t`` (``(1, G, d)`` for one time).
         """
         n_gaussians, d = self.means.shape
         sigma2 = self.path.sigma(t) ** 2  # (n, 1)
         variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]
         rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
         rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
-        projected = (x @ rotation).view(len(x), n_gaussians, d) - t[:, :, None] * rotated_means
+        projected = (x @ rotation).view(len(x), n_gaussians, d).sub_(t[:, :, None] * rotated_means)
         whitened = projected / variances
-        log_density = -0.5 * (projected * whitened + torch.log(variances)).sum(-1)
+        # einsum contracts without the (n, G, d) product that (a * b).sum(-1) would write out
+        log_density = -0.5 * (torch.einsum("ngd,ngd->ng", projected, whitened) + torch.log(variances).sum(-1))
         return log_density, projected, whitened, variances
 
     def _log_group_densities(self, log_density: torch.Tensor) -> torch.Tensor:
@@ -197,25 +198,32 @@ class GaussianBase(nn.Module):
             return self._fields(x, t, codes, divergence)
 
     def _fields(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, divergence: bool):
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))[:, None]
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        # One time for all cells (as when integrating) keeps the variances at (1, G, d).
+        t = t.reshape(1, 1) if t.dim() == 0 else t.expand(len(x))[:, None]
         log_density, projected, whitened, variances = self._log_densities(x, t)
         weights = self._weights(log_density, codes)[..., None]  # (n, G, 1): each Gaussian's responsibility
         # In Gaussian g's eigenbasis, with y = projected, its score is -y / var and its velocity
         # mean + slope * y, where slope = gain / var and gain = t * eigenvalue + sigma * d sigma / dt.
         gains = t[:, :, None] * self.eigenvalues + self.path.sigma_d_sigma(t)[:, :, None]
-        moved = gains * whitened  # slope * y
+        weighted = weights * whitened  # w_g y / var
+        weighted_moved = weighted * gains  # w_g slope * y
         # Weighted sums over the Gaussians are taken in their eigenbases and rotated back in one product.
         n, (n_gaussians, d) = len(x), self.means.shape
         rotation_back = self.eigenvectors.transpose(1, 2).reshape(n_gaussians * d, d)  # (G * d, d)
-        score = ((weights * whitened).view(n, -1) @ rotation_back).neg_()
-        velocity = weights[..., 0] @ self.means + (weights * moved).view(n, -1) @ rotation_back
+        score = (weighted.view(n, -1) @ rotation_back).neg_()
+        velocity = weights[..., 0] @ self.means + weighted_moved.view(n, -1) @ rotation_back
         if not divergence:
             return velocity, score
         # v = sum_g w_g v_g with grad w_g = w_g (s_g - s): div v = sum_g w_g (tr J_g + s_g . v_g) - s . v,
-        # in closed form whatever the number of Gaussians (no Jacobian-vector products).
+        # in closed form whatever the number of Gaussians (no Jacobian-vector products). In the
+        # eigenbasis tr J_g = sum slope and s_g . v_g = -(y / var) . (rotated mean + slope * y).
         rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
-        own = (gains / variances).sum(-1) - (whitened * (rotated_means + moved)).sum(-1)  # tr J_g + s_g . v_g
-        return velocity, score, (weights[..., 0] * own).sum(1) - (score * velocity).sum(-1)
+        traces = (weights[..., 0] * (gains / variances).sum(-1)).sum(1)
+        products = torch.einsum("ngd,gd->ng", weighted, rotated_means) + torch.einsum(
+            "ngd,ngd->ng", weighted_moved, whitened
+        )
+        return velocity, score, traces - products.sum(1) - (score * velocity).sum(-1)
 
 
 def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -174,8 +174,8 @@ class ConditionalFlowNet(nn.Module):
         -------
         ``(velocity, score, divergence)``, the last of shape ``(n,)``.
         """
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
-        h = torch.cat([x, self.time_features(t), self.conditions(codes)], dim=-1)
+        times = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
+        h = torch.cat([x, self.time_features(times), self.conditions(codes)], dim=-1)
         layers = _leaves(self.trunk)
         first = layers[0]
         # Only the first n_dims inputs depend on x; time and condition features carry no tangent.
