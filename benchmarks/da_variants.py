@@ -6,7 +6,8 @@ use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with 
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
-also with a weight decay of 1, 3 or 10), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
+also with a weight decay of 1, 3 or 10, or with ``condition_dim=0``, "shared residual": the network does not
+see the condition, also trained for 50, 100 or 200 steps), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
@@ -24,6 +25,9 @@ the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
         --out benchmarks/results/gaussian_base.json     # about 20 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --large --seeds 0 --variants default \
         --out benchmarks/results/gaussian_base_large_default.json  # 20,000 cells; one variant per core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "mixture base" \
+        "mixture base, shared residual" "mixture base, shared residual, 50 steps" \
+        --out benchmarks/results/mixture_base_bagged.json  # about 13 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "one rk4 step" \
         --out benchmarks/results/one_step.json          # about 6 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default bf16 \
@@ -53,6 +57,11 @@ VARIANTS = {
     **{
         f"mixture base, weight decay {w:g}": {"base": "mixture", "train_kwargs": {"weight_decay": w}}
         for w in (1, 3, 10)
+    },
+    "mixture base, shared residual": {"base": "mixture", "condition_dim": 0},
+    **{
+        f"mixture base, shared residual, {n} steps": {"base": "mixture", "condition_dim": 0, "n_steps": n}
+        for n in (50, 100, 200)
     },
     "one rk4 step": {"solver_steps": 1},
     "weight decay 0.3": {"train_kwargs": {"weight_decay": 0.3}},

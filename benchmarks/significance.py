@@ -49,9 +49,11 @@ continuous score:
     The default call with ``solver_steps=1`` (one rk4 step instead of two).
 ``scratio_bf16``
     The default call with ``precision="bf16-mixed"`` (the network in bfloat16).
-``scratio_mixture``, ``scratio_mixture_wd10``
+``scratio_mixture``, ``scratio_mixture_wd10``, ``scratio_mixture_shared``
     The default call with ``base="mixture"`` (the network corrects a Gaussian mixture whose
-    components the conditions share), and the same with ``train_kwargs={"weight_decay": 10}``.
+    components the conditions share), the same with ``train_kwargs={"weight_decay": 10}``, and
+    with ``condition_dim=0`` (the network does not see the sample: samples differ only through
+    the mixture's weights).
 ``milo``
     pertpy's Milo with ``solver="pydeseq2"`` on the 6 samples (``design="~condition"``); a
     neighbourhood is DA where ``SpatialFDR < alpha``, with the sign of its ``logFC``; a cell
@@ -99,12 +101,13 @@ from scipy.spatial.distance import cdist
 import scratio as sr
 
 METHODS = ["scratio", "scratio_none", "scratio_treat", "scratio_global", "milo", "meld", "scratio_one_step",
-           "scratio_bf16", "scratio_mixture", "scratio_mixture_wd10"]  # fmt: skip
+           "scratio_bf16", "scratio_mixture", "scratio_mixture_wd10", "scratio_mixture_shared"]  # fmt: skip
 LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
           "scratio_treat": "scratio, min_log_ratio=log 1.5", "scratio_global": "scratio, scaling='global'",
           "scratio_one_step": "scratio, solver_steps=1", "scratio_bf16": "scratio, precision='bf16-mixed'",
           "scratio_mixture": "scratio, base='mixture'",
-          "scratio_mixture_wd10": "scratio, base='mixture', weight_decay=10", "milo": "Milo", "meld": "MELD"}  # fmt: skip
+          "scratio_mixture_wd10": "scratio, base='mixture', weight_decay=10",
+          "scratio_mixture_shared": "scratio, base='mixture', condition_dim=0", "milo": "Milo", "meld": "MELD"}  # fmt: skip
 #: ``scratio_treat``'s threshold: the simulation's truth, P(treated) > 0.6 where most cells have 0.5
 TREAT_MIN_LOG_RATIO = float(np.log(1.5))
 KINDS = ["da", "null", "noisy_null"]
@@ -321,6 +324,7 @@ RUNNERS = {
     "scratio_one_step": lambda adata, seed: run_scratio(adata, seed, solver_steps=1),
     "scratio_bf16": lambda adata, seed: run_scratio(adata, seed, precision="bf16-mixed"),
     "scratio_mixture": lambda adata, seed: run_scratio(adata, seed, base="mixture"),
+    "scratio_mixture_shared": lambda adata, seed: run_scratio(adata, seed, base="mixture", condition_dim=0),
     "scratio_mixture_wd10": lambda adata, seed: run_scratio(
         adata, seed, base="mixture", train_kwargs={"weight_decay": 10.0}
     ),

@@ -234,8 +234,9 @@ def differential_abundance(
     network learning one correction for all conditions. On 700 PBMCs (3 seeds) they lowered
     the noise sd on random labels from 0.196 to 0.048 (MELD 0.093) and raised the PR-AUC at
     delta 0.1 / 0.2 from 0.829 / 0.921 to 0.946 / 0.982 (MELD 0.994 / 0.999); ``n_steps=50``
-    gives the same numbers in a third of the time. Do not use them with ``sample_key``: the
-    test called cells in 4 of 10 composition-noise nulls (benchmarks README, "A mixture base").
+    gives the same numbers in less time than the default call. Do not use them with
+    ``sample_key``: the test called cells in 4 of 10 composition-noise nulls (benchmarks README,
+    "A mixture base").
 
     Examples
     --------
