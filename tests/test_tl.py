@@ -116,6 +116,24 @@ def test_da_in_bfloat16_ranks_the_cells_as_float32_does(da_result):
     assert np.corrcoef(scores, da_result.obs["scratio_da"])[0, 1] > 0.999
 
 
+def test_da_with_a_mixture_base_hidden_from_the_network_gives_each_state_its_log_odds():
+    """``base="mixture", condition_dim=0``: per cluster the empirical log-odds, nearly flat within it."""
+    adata = da_data()
+    sr.tl.differential_abundance(adata, "condition", "control", "treated", base="mixture", condition_dim=0,
+                                 n_steps=50, batch_size=256, width=64)  # fmt: skip
+    params = adata.uns["scratio_da"]["params"]
+    assert params["network"]["condition_dim"] == 0 and params["network"]["base"] == "mixture"
+    assert params["training"]["base_components"] == 128 and params["training"]["base_shrinkage"] == 1.0
+    scores = adata.obs["scratio_da"]
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    treated = adata.obs["condition"] == "treated"
+    share = treated.groupby(adata.obs["cluster"], observed=True).mean()
+    expected = np.log(share / (1 - share)) - np.log(treated.mean() / (1 - treated.mean()))
+    by_cluster = scores.groupby(adata.obs["cluster"], observed=True).agg(["mean", "std"])
+    np.testing.assert_allclose(by_cluster["mean"], expected, atol=0.25)
+    assert (by_cluster["std"] < 0.2).all()
+
+
 def test_da_outputs(da_result, tmp_path):
     uns = da_result.uns["scratio_da"]
     params = uns["params"]
