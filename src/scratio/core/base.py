@@ -164,7 +164,7 @@ class GaussianBase(nn.Module):
         divided by the variances; and the ``variances`` at ``t`` (``(1, G, d)`` for one time).
         """
         n_gaussians, d = self.means.shape
-        sigma2 = self.path.sigma(t) ** 2  # (n, 1)
+        sigma2 = self.path.sigma(t) ** 2  # like t
         variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]
         rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
         rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
