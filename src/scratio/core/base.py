@@ -156,6 +156,11 @@ class GaussianBase(nn.Module):
         log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
         return log_posterior[own]
 
+    @property
+    def _rotated_means(self) -> torch.Tensor:
+        """``(G, d)``: each Gaussian's mean in its own eigenbasis."""
+        return torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
+
     def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
         """Log-densities of ``x`` under each Gaussian at time ``t`` (``(n, 1)``, or ``(1, 1)`` for all cells), up to one shared constant, and the parts of the fields.
 
@@ -166,9 +171,8 @@ class GaussianBase(nn.Module):
         n_gaussians, d = self.means.shape
         sigma2 = self.path.sigma(t) ** 2  # like t
         variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]
-        rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
         rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
-        projected = (x @ rotation).view(len(x), n_gaussians, d).sub_(t[:, :, None] * rotated_means)
+        projected = (x @ rotation).view(len(x), n_gaussians, d).sub_(t[:, :, None] * self._rotated_means)
         whitened = projected / variances
         # einsum contracts without the (n, G, d) product that (a * b).sum(-1) would write out
         log_density = -0.5 * (torch.einsum("ngd,ngd->ng", projected, whitened) + torch.log(variances).sum(-1))
@@ -218,9 +222,8 @@ class GaussianBase(nn.Module):
         # v = sum_g w_g v_g with grad w_g = w_g (s_g - s): div v = sum_g w_g (tr J_g + s_g . v_g) - s . v,
         # in closed form whatever the number of Gaussians (no Jacobian-vector products). In the
         # eigenbasis tr J_g = sum slope and s_g . v_g = -(y / var) . (rotated mean + slope * y).
-        rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
         traces = (weights[..., 0] * (gains / variances).sum(-1)).sum(1)
-        products = torch.einsum("ngd,gd->ng", weighted, rotated_means) + torch.einsum(
+        products = torch.einsum("ngd,gd->ng", weighted, self._rotated_means) + torch.einsum(
             "ngd,ngd->ng", weighted_moved, whitened
         )
         return velocity, score, traces - products.sum(1) - (score * velocity).sum(-1)

@@ -10,8 +10,10 @@ from torch import nn
 
 from .base import GaussianBase, MixtureBase
 
-#: Closed-form fields the heads may learn the residual of (``None``: no base).
-BASES = (None, "gaussian", "mixture")
+#: Closed-form fields the heads may learn the residual of, by name.
+BASE_FIELDS = {"gaussian": GaussianBase, "mixture": MixtureBase}
+#: The values of ``base`` (``None``: no base).
+BASES = (None, *BASE_FIELDS)
 ACTIVATIONS = {"silu": nn.SiLU, "selu": nn.SELU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -133,7 +135,7 @@ class ConditionalFlowNet(nn.Module):
             _mlp(width, width, head_layers, activation), nn.Linear(width, n_dims)
         )
         self.score_head = nn.Sequential(_mlp(width, width, head_layers, activation), nn.Linear(width, n_dims))
-        self.base = {"gaussian": GaussianBase, "mixture": MixtureBase}[base](n_categories) if base else None
+        self.base = BASE_FIELDS[base](n_categories) if base else None
         if self.base is not None:  # start as the base: the residual is learned from zero
             for head in (self.velocity_head, self.score_head):
                 nn.init.zeros_(head[-1].weight)
@@ -183,14 +185,14 @@ class ConditionalFlowNet(nn.Module):
         h, dh = _push_forward(layers[1:], h, dh)
         velocity, d_velocity = _push_forward(_leaves(self.velocity_head), h, dh)
         score = self.score_head(h)
-        divergence = quadratic_forms(probes, d_velocity)
+        divergence = _quadratic_forms(probes, d_velocity)
         if self.fitted_base is None:
             return velocity, score, divergence
         base_velocity, base_score, base_divergence = self.base(x, t, codes, divergence=True)
         return velocity + base_velocity, score + base_score, divergence + base_divergence
 
 
-def quadratic_forms(probes: torch.Tensor, d_velocity: torch.Tensor) -> torch.Tensor:
+def _quadratic_forms(probes: torch.Tensor, d_velocity: torch.Tensor) -> torch.Tensor:
     """``sum_p e_p^T (J e_p)`` per cell from the probes ``(P, n, d)`` and their Jacobian products, in the probes' precision."""
     with torch.autocast(probes.device.type, enabled=False):
         return torch.einsum("pnd,pnd->n", probes, d_velocity.to(probes.dtype))

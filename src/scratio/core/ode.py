@@ -23,7 +23,7 @@ from torchdiffeq import odeint
 
 from scratio._deprecation import renamed_keywords
 
-from .network import quadratic_forms
+from .network import _quadratic_forms
 
 Field = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -194,7 +194,7 @@ def evaluate(
                 return jvp(lambda y: field(y, t, codes_all), (x_all,), (tangent,), has_aux=True)
 
             velocity, d_velocity, score = vmap(along, out_dims=(None, 0, None))(probes_all)
-            quadratic = quadratic_forms(probes_all, d_velocity)
+            quadratic = _quadratic_forms(probes_all, d_velocity)
     velocity, score, quadratic = (v.to(x.dtype) for v in (velocity, score, quadratic))
     return velocity.split(n), score.split(n), quadratic.split(n)
 
