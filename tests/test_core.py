@@ -384,6 +384,48 @@ def test_base_divergence_is_exact_whatever_the_probes():
         assert e.abs().max() > 0.1  # a real divergence, not zeros
 
 
+@pytest.mark.parametrize("condition_dim", [0, 4])
+def test_relative_divergences_keep_every_difference_between_conditions(condition_dim):
+    """``relative=True`` may drop what all conditions share, never what tells them apart."""
+    x, codes = _shared_states(n=500)
+    torch.manual_seed(1)
+    net = ConditionalFlowNet(3, [2], width=16, base="mixture", condition_dim=condition_dim)
+    for head in (net.velocity_head, net.score_head):  # a correction that is not zero
+        torch.nn.init.normal_(head[-1].weight, std=2.0)
+    net.base.fit(x, codes, GaussianPath(s_min=0.05))
+    cells, t = x[::25], torch.tensor(0.6)
+    conditions = [torch.full((len(cells), 1), c) for c in (0, 1, 2)]  # both groups and null
+    probes = Solver().probes(3, torch.arange(len(cells)))
+    with torch.no_grad():
+        full = ode.evaluate(net, cells, t, conditions, probes)
+        relative = ode.evaluate(net, cells, t, conditions, probes, relative=True)
+        base_divergence = net.base(cells, t, conditions[0], divergence=True)[2]
+    for part in range(2):  # velocities and scores are whole
+        for f, r in zip(full[part], relative[part], strict=True):
+            torch.testing.assert_close(r, f)
+    (f0, *f_rest), (r0, *r_rest) = full[2], relative[2]
+    for f, r in zip(f_rest, r_rest, strict=True):
+        torch.testing.assert_close(r - r0, f - f0)
+    if condition_dim:  # a network that sees the conditions: nothing is left out
+        torch.testing.assert_close(r0, f0, rtol=0, atol=0)
+    else:  # blind to them: its own divergence is left out, and it is not small
+        torch.testing.assert_close(f0 - r0, f0 - base_divergence)
+        assert (f0 - base_divergence).abs().max() > 0.1
+
+
+def test_base_fields_under_several_conditions_are_those_of_each():
+    x, codes = _shared_states(n=500)
+    net = ConditionalFlowNet(3, [2], width=16, base="mixture")
+    net.base.fit(x, codes, GaussianPath(s_min=0.05))
+    cells, t = x[::25], torch.tensor(0.3)
+    conditions = [torch.full((len(cells), 1), c) for c in (0, 1, 2)]
+    for together, code in zip(
+        net.base.under_conditions(cells, t, conditions, divergence=True), conditions, strict=True
+    ):
+        for a, b in zip(together, net.base(cells, t, code, divergence=True), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_mixture_base_keeps_a_quarter_of_the_weights_when_labels_carry_nothing():
     """Random labels: the most shrunk candidate, and log-ratios within sampling noise of 0."""
     x, _ = _shared_states()

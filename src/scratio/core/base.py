@@ -198,35 +198,47 @@ class GaussianBase(nn.Module):
         Always in float32, also under a bfloat16 :class:`torch.autocast`: the closed form is
         exact, and only the network's correction is rounded.
         """
-        with torch.autocast(x.device.type, enabled=False):
-            return self._fields(x, t, codes, divergence)
+        return self.under_conditions(x, t, [codes], divergence=divergence)[0]
 
-    def _fields(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, divergence: bool):
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        # One time for all cells (as when integrating) keeps the variances at (1, G, d).
-        t = t.reshape(1, 1) if t.dim() == 0 else t.expand(len(x))[:, None]
-        log_density, projected, whitened, variances = self._log_densities(x, t)
-        weights = self._weights(log_density, codes)[..., None]  # (n, G, 1): each Gaussian's responsibility
-        # In Gaussian g's eigenbasis, with y = projected, its score is -y / var and its velocity
-        # mean + slope * y, where slope = gain / var and gain = t * eigenvalue + sigma * d sigma / dt.
-        gains = t[:, :, None] * self.eigenvalues + self.path.sigma_d_sigma(t)[:, :, None]
-        weighted = weights * whitened  # w_g y / var
+    def under_conditions(
+        self, x: torch.Tensor, t: torch.Tensor, codes: Sequence[torch.Tensor], *, divergence: bool = False
+    ) -> list[tuple[torch.Tensor, ...]]:
+        """:meth:`forward` at the same points under several conditions, one tuple per code tensor.
+
+        The Gaussians' densities at the points are computed once; a condition only reweights them.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+            # One time for all cells (as when integrating) keeps the variances at (1, G, d).
+            t = t.reshape(1, 1) if t.dim() == 0 else t.expand(len(x))[:, None]
+            log_density, projected, whitened, variances = self._log_densities(x, t)
+            gains = t[:, :, None] * self.eigenvalues + self.path.sigma_d_sigma(t)[:, :, None]
+            traces = (gains / variances).sum(-1) if divergence else None  # (1 or n, G)
+            return [self._fields(self._weights(log_density, c), whitened, gains, traces) for c in codes]
+
+    def _fields(self, weights: torch.Tensor, whitened: torch.Tensor, gains: torch.Tensor, traces):
+        """Velocity and score of the mixture with ``weights`` ``(n, G)``; with the Gaussians' ``traces`` also its divergence.
+
+        In Gaussian g's eigenbasis, with y = projected and ``whitened`` y / var, its score is
+        -y / var and its velocity mean + slope * y, where slope = gain / var and
+        gain = t * eigenvalue + sigma * d sigma / dt.
+        """
+        weighted = weights[..., None] * whitened  # w_g y / var
         weighted_moved = weighted * gains  # w_g slope * y
         # Weighted sums over the Gaussians are taken in their eigenbases and rotated back in one product.
-        n, (n_gaussians, d) = len(x), self.means.shape
+        n, (n_gaussians, d) = len(weights), self.means.shape
         rotation_back = self.eigenvectors.transpose(1, 2).reshape(n_gaussians * d, d)  # (G * d, d)
         score = (weighted.view(n, -1) @ rotation_back).neg_()
-        velocity = weights[..., 0] @ self.means + weighted_moved.view(n, -1) @ rotation_back
-        if not divergence:
+        velocity = weights @ self.means + weighted_moved.view(n, -1) @ rotation_back
+        if traces is None:
             return velocity, score
         # v = sum_g w_g v_g with grad w_g = w_g (s_g - s): div v = sum_g w_g (tr J_g + s_g . v_g) - s . v,
         # in closed form whatever the number of Gaussians (no Jacobian-vector products). In the
         # eigenbasis tr J_g = sum slope and s_g . v_g = -(y / var) . (rotated mean + slope * y).
-        traces = (weights[..., 0] * (gains / variances).sum(-1)).sum(1)
         products = torch.einsum("ngd,gd->ng", weighted, self._rotated_means) + torch.einsum(
             "ngd,ngd->ng", weighted_moved, whitened
         )
-        return velocity, score, traces - products.sum(1) - (score * velocity).sum(-1)
+        return velocity, score, (weights * traces).sum(1) - products.sum(1) - (score * velocity).sum(-1)
 
 
 def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:

@@ -160,6 +160,58 @@ class ConditionalFlowNet(nn.Module):
         base_velocity, base_score = self.base(x, t, codes)
         return velocity + base_velocity, score + base_score
 
+    @property
+    def sees_conditions(self) -> bool:
+        """Whether the learned correction depends on the conditions (not with ``condition_dim=0``)."""
+        return self.conditions.dim > 0
+
+    def forward_under_conditions(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        codes: Sequence[torch.Tensor],
+        probes: torch.Tensor,
+        *,
+        relative: bool = False,
+    ):
+        """Velocity, score and divergence of the velocity at the same points under several conditions.
+
+        Parameters
+        ----------
+        x
+            ``(n, d)`` points.
+        t
+            Scalar time.
+        codes
+            One ``(n, n_keys)`` code tensor per condition.
+        probes
+            ``(P, n, d)`` tangent directions, as for :meth:`forward_with_divergence`.
+        relative
+            Whether the divergences may leave out a term common to all conditions, for callers
+            that use only their differences (log-ratios). A correction that does not see the
+            conditions then cancels from them: it is evaluated once, without tangents, and only
+            the base's divergences remain, in closed form. This costs one network pass instead
+            of one per condition and probe.
+
+        Returns
+        -------
+        Lists of velocities and scores (each ``(n, d)``) and divergences (each ``(n,)``), one per condition.
+        """
+        if relative and not self.sees_conditions and self.fitted_base is not None:
+            h = self.features(x, t, codes[0])
+            velocity, score = self.velocity_head(h), self.score_head(h)
+            bases = self.base.under_conditions(x, t, codes, divergence=True)
+            return (
+                [velocity + base_velocity for base_velocity, _, _ in bases],
+                [score + base_score for _, base_score, _ in bases],
+                [base_divergence for _, _, base_divergence in bases],
+            )
+        n, repeats = len(x), len(codes)
+        velocity, score, divergence = self.forward_with_divergence(
+            x.repeat(repeats, 1), t, torch.cat(codes), probes.repeat(1, repeats, 1)
+        )
+        return list(velocity.split(n)), list(score.split(n)), list(divergence.split(n))
+
     def forward_with_divergence(
         self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, probes: torch.Tensor
     ):

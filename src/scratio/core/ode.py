@@ -152,6 +152,7 @@ def evaluate(
     probes: torch.Tensor,
     *,
     precision: str = Solver.precision,
+    relative: bool = False,
 ):
     """Velocity, score and Jacobian quadratic forms of the field under each condition.
 
@@ -164,7 +165,7 @@ def evaluate(
     Parameters
     ----------
     field
-        Velocity-and-score callable; its ``forward_with_divergence`` method, when present, gives
+        Velocity-and-score callable; its ``forward_under_conditions`` method, when present, gives
         the quadratic forms, else ``torch.func`` forward mode.
     x
         ``(n, d)`` points.
@@ -177,26 +178,31 @@ def evaluate(
     precision
         ``"32-true"`` or ``"bf16-mixed"`` (as :class:`Solver`'s); the field's outputs are
         returned in the dtype of ``x``.
+    relative
+        Whether the caller uses only differences of the quadratic forms between conditions,
+        so that a term common to all may be left out
+        (:meth:`ConditionalFlowNet.forward_under_conditions <scratio.core.ConditionalFlowNet.forward_under_conditions>`).
 
     Returns
     -------
     Lists ``velocities``, ``scores`` (each ``(n, d)``) and ``quadratic_forms`` (each ``(n,)``).
     """
-    n, repeats = len(x), len(codes)
-    x_all, codes_all = x.repeat(repeats, 1), torch.cat(codes)
-    probes_all = probes.to(device=x.device, dtype=x.dtype).repeat(1, repeats, 1)  # probes are made on the CPU
+    probes = probes.to(device=x.device, dtype=x.dtype)  # probes are made on the CPU
     with network_precision(precision, x.device):
-        if hasattr(field, "forward_with_divergence"):
-            velocity, score, quadratic = field.forward_with_divergence(x_all, t, codes_all, probes_all)
+        if hasattr(field, "forward_under_conditions"):
+            fields = field.forward_under_conditions(x, t, codes, probes, relative=relative)
         else:
+            n, repeats = len(x), len(codes)
+            x_all, codes_all = x.repeat(repeats, 1), torch.cat(codes)
+            probes_all = probes.repeat(1, repeats, 1)
 
             def along(tangent):
                 return jvp(lambda y: field(y, t, codes_all), (x_all,), (tangent,), has_aux=True)
 
             velocity, d_velocity, score = vmap(along, out_dims=(None, 0, None))(probes_all)
             quadratic = _quadratic_forms(probes_all, d_velocity)
-    velocity, score, quadratic = (v.to(x.dtype) for v in (velocity, score, quadratic))
-    return velocity.split(n), score.split(n), quadratic.split(n)
+            fields = velocity.split(n), score.split(n), quadratic.split(n)
+    return tuple([v.to(x.dtype) for v in part] for part in fields)
 
 
 @renamed_keywords(null="base", options="solver")
@@ -247,7 +253,7 @@ def log_ratio(
 
     def rhs(t, state):
         (v_num, v_den, *v_base), (s_num, s_den, *_), (q_num, q_den, *_) = evaluate(
-            field, state[0], t, codes, probes, precision=solver.precision
+            field, state[0], t, codes, probes, precision=solver.precision, relative=True
         )
         divergence = q_den - q_num
         if estimator == "s1":
@@ -296,16 +302,20 @@ def category_log_ratios(
     *,
     solver: Solver = Solver(),
     index: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    base_log_likelihood: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every ``log p(x | c_k) / p(x | base)`` and ``log p(x | base)`` from one trajectory.
 
     The trajectory follows the base field (S2); for each of the ``K`` conditions it tracks
     ``dl_k/dt = div(v_base - v_k) + s_k . (v_base - v_k)``, and ``log p(x | base)`` through
-    ``-div v_base``.
+    ``-div v_base``. Without ``base_log_likelihood`` only differences of divergences are
+    taken, which costs less for a network blind to the conditions
+    (:meth:`ConditionalFlowNet.forward_under_conditions <scratio.core.ConditionalFlowNet.forward_under_conditions>`).
 
     Returns
     -------
-    ``(log_ratios, base_log_likelihood)`` of shapes ``(n, K)`` and ``(n,)``.
+    ``(log_ratios, base_log_likelihood)`` of shapes ``(n, K)`` and ``(n,)``; the latter is
+    ``None`` without ``base_log_likelihood``.
     """
     index = torch.arange(len(x)) if index is None else index
     probes = solver.probes(x.shape[1], index)
@@ -313,19 +323,20 @@ def category_log_ratios(
 
     def rhs(t, state):
         (*v, v_base), (*s, _), (*q, q_base) = evaluate(
-            field, state[0], t, codes, probes, precision=solver.precision
+            field, state[0], t, codes, probes, precision=solver.precision, relative=not base_log_likelihood
         )
         dl = torch.stack(
             [q_base - q_k + (s_k * (v_base - v_k)).sum(-1) for v_k, s_k, q_k in zip(v, s, q, strict=True)],
             dim=1,
         )
-        return v_base, dl, -q_base
+        return (v_base, dl, -q_base) if base_log_likelihood else (v_base, dl)
 
+    accumulated = [x.new_zeros(len(x), len(categories))] + [x.new_zeros(len(x))] * base_log_likelihood
     with torch.no_grad():
-        x0, a0, b0 = solver.integrate_from_cells(
-            rhs, x, x.new_zeros(len(x), len(categories)), x.new_zeros(len(x))
-        )
-    return -a0, standard_normal_log_density(x0) - b0 + solver.log_jacobian(x.shape[1])
+        x0, a0, *b0 = solver.integrate_from_cells(rhs, x, *accumulated)
+    if not base_log_likelihood:
+        return -a0, None
+    return -a0, standard_normal_log_density(x0) - b0[0] + solver.log_jacobian(x.shape[1])
 
 
 @renamed_keywords(options="solver")
