@@ -176,6 +176,9 @@ class ConditionalFlowNet(nn.Module):
     ):
         """Velocity, score and divergence of the velocity at the same points under several conditions.
 
+        The network runs on every condition's codes at once; a base computes its Gaussians'
+        densities at the points once for all conditions.
+
         Parameters
         ----------
         x
@@ -197,20 +200,24 @@ class ConditionalFlowNet(nn.Module):
         -------
         Lists of velocities and scores (each ``(n, d)``) and divergences (each ``(n,)``), one per condition.
         """
-        if relative and not self.sees_conditions and self.fitted_base is not None:
-            h = self.features(x, t, codes[0])
-            velocity, score = self.velocity_head(h), self.score_head(h)
-            bases = self.base.under_conditions(x, t, codes, divergence=True)
-            return (
-                [velocity + base_velocity for base_velocity, _, _ in bases],
-                [score + base_score for _, base_score, _ in bases],
-                [base_divergence for _, _, base_divergence in bases],
-            )
         n, repeats = len(x), len(codes)
-        velocity, score, divergence = self.forward_with_divergence(
-            x.repeat(repeats, 1), t, torch.cat(codes), probes.repeat(1, repeats, 1)
+        if relative and not self.sees_conditions and self.fitted_base is not None:
+            h = self.features(x, t, codes[0])  # the codes do not reach the network
+            velocities, scores = [self.velocity_head(h)] * repeats, [self.score_head(h)] * repeats
+            divergences = [x.new_zeros(n)] * repeats
+        else:
+            velocity, score, divergence = self._correction_with_divergence(
+                x.repeat(repeats, 1), t, torch.cat(codes), probes.repeat(1, repeats, 1)
+            )
+            velocities, scores, divergences = velocity.split(n), score.split(n), divergence.split(n)
+        if self.fitted_base is None:
+            return list(velocities), list(scores), list(divergences)
+        bases = self.base.under_conditions(x, t, codes, divergence=True)
+        return (
+            [v + base_v for v, (base_v, _, _) in zip(velocities, bases, strict=True)],
+            [s + base_s for s, (_, base_s, _) in zip(scores, bases, strict=True)],
+            [q + base_q for q, (_, _, base_q) in zip(divergences, bases, strict=True)],
         )
-        return list(velocity.split(n)), list(score.split(n)), list(divergence.split(n))
 
     def forward_with_divergence(
         self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, probes: torch.Tensor
@@ -228,6 +235,14 @@ class ConditionalFlowNet(nn.Module):
         -------
         ``(velocity, score, divergence)``, the last of shape ``(n,)``.
         """
+        velocity, score, divergence = self._correction_with_divergence(x, t, codes, probes)
+        if self.fitted_base is None:
+            return velocity, score, divergence
+        base_velocity, base_score, base_divergence = self.base(x, t, codes, divergence=True)
+        return velocity + base_velocity, score + base_score, divergence + base_divergence
+
+    def _correction_with_divergence(self, x, t, codes, probes):
+        """The network's own velocity, score and quadratic forms, without the base."""
         times = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
         h = torch.cat([x, self.time_features(times), self.conditions(codes)], dim=-1)
         layers = _leaves(self.trunk)
@@ -236,12 +251,7 @@ class ConditionalFlowNet(nn.Module):
         h, dh = first(h), probes @ first.weight[:, : self.n_dims].T
         h, dh = _push_forward(layers[1:], h, dh)
         velocity, d_velocity = _push_forward(_leaves(self.velocity_head), h, dh)
-        score = self.score_head(h)
-        divergence = _quadratic_forms(probes, d_velocity)
-        if self.fitted_base is None:
-            return velocity, score, divergence
-        base_velocity, base_score, base_divergence = self.base(x, t, codes, divergence=True)
-        return velocity + base_velocity, score + base_score, divergence + base_divergence
+        return velocity, self.score_head(h), _quadratic_forms(probes, d_velocity)
 
 
 def _quadratic_forms(probes: torch.Tensor, d_velocity: torch.Tensor) -> torch.Tensor:
