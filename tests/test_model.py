@@ -96,6 +96,15 @@ def test_many_condition_form_equals_pairwise_s2(trained_10d):
     np.testing.assert_allclose(from_one_trajectory, pairwise, atol=2e-3)
 
 
+def test_category_log_ratios_are_the_likelihoods_less_that_of_the_base(trained_10d):
+    adata, _, model = trained_10d
+    cells = adata[:200]
+    log_ratios = model.category_log_ratios(cells, "condition")
+    assert list(log_ratios.columns) == ["reference", "shifted"] and log_ratios.dtypes.eq(np.float32).all()
+    expected = model.category_log_likelihoods(cells, "condition").sub(model.log_likelihood(cells), axis=0)
+    np.testing.assert_allclose(log_ratios, expected, atol=2e-3)
+
+
 def test_posterior_sums_to_one_and_follows_the_ratio(trained_10d):
     adata, truth, model = trained_10d
     posterior = model.condition_probabilities(adata[:300])

@@ -428,6 +428,52 @@ class RatioFlow:
         -------
         A cells x categories frame of log-densities.
         """
+        frame = self._category_frame(
+            data, key, given, categories, _category_log_likelihoods, solver=solver, placement=placement,
+            batch_size=batch_size, desc="log-likelihoods",
+        )  # fmt: skip
+        return frame - self.registration.log_scale
+
+    @scoring_method
+    def category_log_ratios(
+        self,
+        data: Data = None,
+        key: str | None = None,
+        *,
+        given: Condition | None = None,
+        categories: Sequence[str] | None = None,
+        solver: Solver,
+        placement: ScoringDevices,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """``log p(x | key = k, given) - log p(x | given)`` for every category ``k``, from a single trajectory.
+
+        :meth:`category_log_likelihoods` without the log-likelihood of ``given`` alone, which is
+        common to every column: pairwise log-ratios (differences of two columns) and posteriors
+        over the categories are the same from either. Without that term a model whose network
+        does not see the conditions (``condition_dim=0`` with a ``base``) is integrated without
+        the network's divergence: one network pass per step instead of one per dimension.
+
+        Parameters
+        ----------
+        data, key, given, categories, batch_size
+            As in :meth:`category_log_likelihoods`.
+        {scoring}
+
+        Returns
+        -------
+        A cells x categories frame of log-ratios.
+        """
+        return self._category_frame(
+            data, key, given, categories, _category_log_ratios, solver=solver, placement=placement,
+            batch_size=batch_size, desc="log-ratios",
+        )  # fmt: skip
+
+    def _category_frame(
+        self, data: Data, key: str | None, given: Condition | None, categories: Sequence[str] | None,
+        integrate, *, solver: Solver, placement: ScoringDevices, batch_size: int | None, desc: str,
+    ) -> pd.DataFrame:  # fmt: skip
+        """One column per category of ``key``, from ``integrate`` along the field of ``given``."""
         key = self.registration.key(key)
         if given and key in given:
             raise ValueError(f"`given` must not fix the compared key {key!r}.")
@@ -438,15 +484,13 @@ class RatioFlow:
         codes = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
         codes.append(self.encode(given, len(x)))  # the base, whose field the trajectory follows
         values = self._stream(
-            x, _category_log_likelihoods, codes, solver=solver, placement=placement, batch_size=batch_size,
-            desc=f"log-likelihoods ({key})", width=len(categories),
+            x, integrate, codes, solver=solver, placement=placement, batch_size=batch_size,
+            desc=f"{desc} ({key})", width=len(categories),
         )  # fmt: skip
         index = (
             data.obs_names if isinstance(data, AnnData) else (self.adata.obs_names if data is None else None)
         )
-        return pd.DataFrame(
-            values - self.registration.log_scale, index=index, columns=pd.Index(categories, name=key)
-        )
+        return pd.DataFrame(values, index=index, columns=pd.Index(categories, name=key))
 
     def condition_probabilities(
         self,
@@ -467,11 +511,12 @@ class RatioFlow:
             ``"uniform"``, ``"empirical"`` (category frequencies of the attached AnnData) or a
             mapping from category to prior weight.
         kwargs
-            Scoring options of :meth:`category_log_likelihoods`.
+            Scoring options of :meth:`category_log_ratios`.
         """
         key = self.registration.key(key)
-        log_likelihoods = self.category_log_likelihoods(data, key, given=given, **kwargs)
-        columns = list(log_likelihoods.columns)
+        # the posterior needs only differences between categories
+        log_ratios = self.category_log_ratios(data, key, given=given, **kwargs)
+        columns = list(log_ratios.columns)
         if prior == "uniform":
             weights = np.ones(len(columns))
         elif prior == "empirical":
@@ -481,11 +526,11 @@ class RatioFlow:
         else:
             weights = np.array([float(prior.get(c, 0.0)) for c in columns])
         with np.errstate(divide="ignore"):
-            logits = log_likelihoods.to_numpy(np.float64) + np.log(weights / weights.sum())
+            logits = log_ratios.to_numpy(np.float64) + np.log(weights / weights.sum())
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
-        return pd.DataFrame(probabilities, index=log_likelihoods.index, columns=log_likelihoods.columns)
+        return pd.DataFrame(probabilities, index=log_ratios.index, columns=log_ratios.columns)
 
     @renamed_keywords(n_steps="solver_steps")
     def sample(
@@ -645,3 +690,10 @@ def _category_log_likelihoods(network, x, codes, keys, *, solver: Solver) -> tor
         network, x, per_category, base, solver=solver, index=keys
     )
     return ratios + base_log_likelihood[:, None]
+
+
+def _category_log_ratios(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
+    *per_category, base = codes
+    return ode.category_log_ratios(
+        network, x, per_category, base, solver=solver, index=keys, base_log_likelihood=False
+    )[0]

@@ -288,12 +288,15 @@ def differential_abundance(
     compared = [reference, *targets]
 
     def condition_log_densities(x: np.ndarray, width: float | None):
-        """``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame."""
+        """``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame.
+
+        Both less ``log p(x)``, common to every condition and sample: only their differences are used.
+        """
         scoring = {**options.scoring, "bandwidth": width}
         if groups is None:
-            frame = model.category_log_likelihoods(x, condition_key, categories=compared, **scoring)
+            frame = model.category_log_ratios(x, condition_key, categories=compared, **scoring)
             return {c: frame[c].to_numpy(np.float64) for c in compared}, None
-        frame = model.category_log_likelihoods(x, sample_key, **scoring)
+        frame = model.category_log_ratios(x, sample_key, **scoring)
         # each condition's density is the equal-weight mixture of its samples' densities
         log_p = {c: logsumexp(frame[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()}
         return log_p, frame
