@@ -429,8 +429,8 @@ class RatioFlow:
         A cells x categories frame of log-densities.
         """
         frame = self._category_frame(
-            data, key, given, categories, _category_log_likelihoods, solver=solver, placement=placement,
-            batch_size=batch_size, desc="log-likelihoods",
+            data, key, given, categories, relative=False, solver=solver, placement=placement,
+            batch_size=batch_size,
         )  # fmt: skip
         return frame - self.registration.log_scale
 
@@ -456,8 +456,11 @@ class RatioFlow:
 
         Parameters
         ----------
-        data, key, given, categories, batch_size
+        data, key, given, categories
             As in :meth:`category_log_likelihoods`.
+        batch_size
+            Cells per block. By default as in :meth:`category_log_likelihoods`, or 512 when the
+            network drops out of the ratios (each cell then passes through it once).
         {scoring}
 
         Returns
@@ -465,27 +468,30 @@ class RatioFlow:
         A cells x categories frame of log-ratios.
         """
         return self._category_frame(
-            data, key, given, categories, _category_log_ratios, solver=solver, placement=placement,
-            batch_size=batch_size, desc="log-ratios",
+            data, key, given, categories, relative=True, solver=solver, placement=placement,
+            batch_size=batch_size,
         )  # fmt: skip
 
     def _category_frame(
-        self, data: Data, key: str | None, given: Condition | None, categories: Sequence[str] | None,
-        integrate, *, solver: Solver, placement: ScoringDevices, batch_size: int | None, desc: str,
+        self, data: Data, key: str | None, given: Condition | None, categories: Sequence[str] | None, *,
+        relative: bool, solver: Solver, placement: ScoringDevices, batch_size: int | None,
     ) -> pd.DataFrame:  # fmt: skip
-        """One column per category of ``key``, from ``integrate`` along the field of ``given``."""
+        """One column per category of ``key``: its log-ratio to ``given`` alone, or with ``relative=False`` its log-likelihood."""
         key = self.registration.key(key)
         if given and key in given:
             raise ValueError(f"`given` must not fix the compared key {key!r}.")
         categories = list(self.categories[key] if categories is None else categories)
         if batch_size is None:
-            batch_size = max(8, 512 // (len(categories) + 1))
+            # about 512 rows through the network: one per cell, or one per category and the base
+            shared = relative and self.network.cancels_from_ratios
+            batch_size = 512 if shared else max(8, 512 // (len(categories) + 1))
         x = self.representation(data)
         codes = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
         codes.append(self.encode(given, len(x)))  # the base, whose field the trajectory follows
         values = self._stream(
-            x, integrate, codes, solver=solver, placement=placement, batch_size=batch_size,
-            desc=f"{desc} ({key})", width=len(categories),
+            x, _category_log_ratios if relative else _category_log_likelihoods, codes, solver=solver,
+            placement=placement, batch_size=batch_size,
+            desc=f"{'log-ratios' if relative else 'log-likelihoods'} ({key})", width=len(categories),
         )  # fmt: skip
         index = (
             data.obs_names if isinstance(data, AnnData) else (self.adata.obs_names if data is None else None)

@@ -165,6 +165,11 @@ class ConditionalFlowNet(nn.Module):
         """Whether the learned correction depends on the conditions (not with ``condition_dim=0``)."""
         return self.conditions.dim > 0
 
+    @property
+    def cancels_from_ratios(self) -> bool:
+        """Whether the learned correction drops out of log-ratios: it is blind to the conditions, which a base carries."""
+        return not self.sees_conditions and self.fitted_base is not None
+
     def forward_under_conditions(
         self,
         x: torch.Tensor,
@@ -201,7 +206,7 @@ class ConditionalFlowNet(nn.Module):
         Lists of velocities and scores (each ``(n, d)``) and divergences (each ``(n,)``), one per condition.
         """
         n, repeats = len(x), len(codes)
-        if relative and not self.sees_conditions and self.fitted_base is not None:
+        if relative and self.cancels_from_ratios:
             h = self.features(x, t, codes[0])  # the codes do not reach the network
             velocities, scores = [self.velocity_head(h)] * repeats, [self.score_head(h)] * repeats
             divergences = [x.new_zeros(n)] * repeats
