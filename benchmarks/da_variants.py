@@ -7,7 +7,8 @@ variance, instead of each dimension to unit sd), ``base="gaussian"`` (the networ
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
 also with a weight decay of 1, 3 or 10, or with ``condition_dim=0``, "shared residual": the network does not
-see the condition, also trained for 50, 100 or 200 steps), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
+see the condition, also trained for 50, 100 or 200 steps, and with 50 steps on 20 or all PCs or with
+``scaling="global"``), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
@@ -15,9 +16,12 @@ option (weight decay, peak learning rate, condition embedding size, network widt
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
 set of ``da_speed.py`` in all 50 PCs (or its first ``--n-dims``), random labels and ``sr.datasets.semi_synthetic_da`` at the
-same deltas. MELD on all 50 PCs in the same run.
-Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``),
-the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
+same deltas; ``--shifted``: ``sr.datasets.shifted_gaussians`` (``--n-obs`` cells in ``--n-dims``, 10 by default,
+half of them shifted by ``--locs`` along the diagonal, written as ``delta``), a DA that is a continuous shift rather than a change in
+the shares of states, with the exact per-cell log-ratio. MELD on all PCs in the same run.
+Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``), on
+shifted Gaussians R² and Pearson correlation against the exact log-ratio (MELD: its logit, the log-ratio for
+conditions of equal size), the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
 
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "global scaling" \
         --out benchmarks/results/scaling.json           # about 5 min on one core
@@ -28,6 +32,8 @@ the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "mixture base" \
         "mixture base, shared residual" "mixture base, shared residual, 50 steps" \
         --out benchmarks/results/mixture_base_bagged.json  # about 13 min on one core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --shifted --variants default "mixture base" \
+        "mixture base, shared residual, 50 steps" --out benchmarks/results/mixture_base_shifted.json
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "one rk4 step" \
         --out benchmarks/results/one_step.json          # about 6 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default bf16 \
@@ -43,6 +49,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from _common import machine
 from noise_floor import da_row, meld_score, noise_row, random_labels
@@ -63,6 +70,19 @@ VARIANTS = {
         f"mixture base, shared residual, {n} steps": {"base": "mixture", "condition_dim": 0, "n_steps": n}
         for n in (50, 100, 200)
     },
+    **{
+        f"mixture base, shared residual, 50 steps, {label}": {
+            "base": "mixture",
+            "condition_dim": 0,
+            "n_steps": 50,
+            **option,
+        }
+        for label, option in (
+            ("20 PCs", {"n_pcs": 20}),
+            ("all PCs", {"n_pcs": None}),
+            ("global scaling", {"scaling": "global"}),
+        )
+    },  # fmt: skip
     "one rk4 step": {"solver_steps": 1},
     "weight decay 0.3": {"train_kwargs": {"weight_decay": 0.3}},
     "weight decay 1": {"train_kwargs": {"weight_decay": 1.0}},
@@ -80,11 +100,23 @@ VARIANTS = {
         "solver_steps": 1,
     },
 }
-METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "seconds"]
+METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "r2", "pearson", "seconds"]
 
 
-def score_dataset(adata, seed, is_da, variants):
+def shift_row(values, adata) -> dict:
+    """Against the exact per-cell log-ratio of shifted Gaussians: R² and Pearson correlation."""
+    from sklearn.metrics import r2_score
+
+    truth = adata.obs["true_log_ratio"].to_numpy(float)
+    return {
+        "r2": round(r2_score(truth, values), 4),
+        "pearson": round(float(np.corrcoef(values, truth)[0, 1]), 4),
+    }
+
+
+def score_dataset(adata, seed, part, variants):
     """One row per variant and one for MELD."""
+    metrics = {"noise": lambda v, a: {}, "da": da_row, "shift": shift_row}[part]
     rows = []
     for name in variants:
         options = VARIANTS[name]
@@ -94,11 +126,11 @@ def score_dataset(adata, seed, is_da, variants):
         seconds = time.perf_counter() - start
         values = out.obs["scratio_da"].to_numpy(float)
         params = out.uns["scratio_da"]["params"]
-        rows.append({"method": name, **noise_row(values), **(da_row(values, adata) if is_da else {}),
+        rows.append({"method": name, **noise_row(values), **metrics(values, adata),
                      "seconds": round(seconds, 2), "bandwidth_used": params["bandwidth_used"],
                      "n_dims": params["n_dims"], "shrinkage": params["training"].get("base_shrinkage")})  # fmt: skip
     meld, seconds = meld_score(adata, adata.obsm["X_pca"].shape[1], seed)
-    rows.append({"method": "meld", **noise_row(meld), **(da_row(meld, adata) if is_da else {}),
+    rows.append({"method": "meld", **noise_row(meld), **metrics(meld, adata),
                  "seconds": round(seconds, 2)})  # fmt: skip
     return rows
 
@@ -110,7 +142,14 @@ def main():
     parser.add_argument(
         "--large", action="store_true", help="the 20,000-cell Gaussian set (all 50 PCs) instead"
     )
-    parser.add_argument("--n-dims", type=int, default=50, help="with --large: its leading PCs (goal 6: 20)")
+    parser.add_argument("--shifted", action="store_true", help="shifted Gaussians instead")
+    parser.add_argument("--n-obs", type=int, default=2000, help="with --shifted: cells")
+    parser.add_argument("--locs", type=float, nargs="+", default=[0.5, 1.0], help="with --shifted: shifts")
+    parser.add_argument(
+        "--n-dims",
+        type=int,
+        help="with --large: its leading PCs (50; goal 6: 20); with --shifted: dimensions (10)",
+    )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -118,28 +157,35 @@ def main():
     if args.large:
         from da_speed import cells
 
-        large = cells(args.n_dims)
-    else:
+        large = cells(args.n_dims or 50)
+    elif not args.shifted:
         import scanpy as sc
 
         pbmc = sc.datasets.pbmc68k_reduced()
     runs = []
-    datasets = [("noise", None, seed) for seed in args.seeds]
-    datasets += [("da", delta, seed) for delta in args.deltas for seed in args.seeds]
+    if args.shifted:
+        datasets = [("shift", loc, seed) for loc in args.locs for seed in args.seeds]
+    else:
+        datasets = [("noise", None, seed) for seed in args.seeds]
+        datasets += [("da", delta, seed) for delta in args.deltas for seed in args.seeds]
     for part, delta, seed in datasets:
-        if part == "noise":
+        if part == "shift":
+            adata = sr.datasets.shifted_gaussians(args.n_obs, args.n_dims or 10, loc=delta, random_state=seed)
+            names = {"shifted": "treated", "reference": "control"}
+            adata.obs["condition"] = adata.obs["condition"].map(names).astype("category")
+        elif part == "noise":
             adata = random_labels(large if args.large else pbmc, seed)
         elif args.large:
             adata = sr.datasets.semi_synthetic_da(large, "leiden", delta=delta, random_state=seed, copy=True)
         else:
             adata = sr.datasets.pbmc68k_da(delta, random_state=seed)
-        for row in score_dataset(adata, seed, part == "da", args.variants):
+        for row in score_dataset(adata, seed, part, args.variants):
             runs.append(
                 {
                     "part": part,
                     "delta": delta,
                     "seed": seed,
-                    "dataset": "gaussian" if args.large else "pbmc68k",
+                    "dataset": "shifted" if args.shifted else "gaussian" if args.large else "pbmc68k",
                     **row,
                 }
             )

@@ -105,6 +105,22 @@ def test_category_log_ratios_are_the_likelihoods_less_that_of_the_base(trained_1
     np.testing.assert_allclose(log_ratios, expected, atol=2e-3)
 
 
+def test_a_network_blind_to_the_conditions_drops_out_of_the_log_ratios():
+    """Its divergence is left out of ``category_log_ratios``, whose differences stay the likelihoods'."""
+    adata = sr.datasets.shifted_gaussians(800, 3, random_state=0)
+    blind = sr.RatioFlow(adata, "X_pca", "condition", base="mixture", condition_dim=0, width=32)
+    blind.train(30, batch_size=256)
+    seen = sr.RatioFlow(adata, "X_pca", "condition", base="mixture", width=32)
+    assert blind.network.cancels_from_ratios and not seen.network.cancels_from_ratios
+    cells = adata[:150]
+    ratios = blind.category_log_ratios(cells)
+    likelihoods = blind.category_log_likelihoods(cells, batch_size=7)  # the network's divergence integrated
+    np.testing.assert_allclose(
+        ratios["shifted"] - ratios["reference"], likelihoods["shifted"] - likelihoods["reference"], atol=1e-4
+    )
+    assert (ratios["shifted"] - ratios["reference"]).std() > 0.3  # the base's weights differ
+
+
 def test_posterior_sums_to_one_and_follows_the_ratio(trained_10d):
     adata, truth, model = trained_10d
     posterior = model.condition_probabilities(adata[:300])

@@ -234,7 +234,11 @@ def differential_abundance(
     network learning one correction for all conditions. On 700 PBMCs (3 seeds) they lowered
     the noise sd on random labels from 0.196 to 0.048 (MELD 0.093) and raised the PR-AUC at
     delta 0.1 / 0.2 from 0.829 / 0.921 to 0.946 / 0.982 (MELD 0.994 / 0.999); ``n_steps=50``
-    gives the same numbers in less time than the default call. Do not use them with
+    gives the same numbers in less time than the default call (a third of it on 20,000 cells in
+    20 PCs). They describe differential abundance as a change in how many cells each state
+    holds: where a condition moves cells continuously (two Gaussians, one shifted), their
+    log-ratios still order the cells (correlation 0.88-0.96 with the exact ones) but spread a third
+    to two fifths as wide (R² 0.40-0.54 against the default's 0.96-0.97). Do not use them with
     ``sample_key``: the test called cells in 4 of 10 composition-noise nulls (benchmarks README,
     "A mixture base").
 
