@@ -264,6 +264,21 @@ def test_da_sample_spanning_conditions_is_rejected(no_training):
     assert_unchanged(adata, before)
 
 
+def test_da_warns_that_the_test_is_not_calibrated_with_a_blind_mixture_base(no_training):
+    adata = da_data(300)
+    condition = adata.obs["condition"].astype(str)
+    adata.obs["sample"] = condition + np.where(np.arange(300) % 2, "_s1", "_s2")
+    with (
+        pytest.warns(UserWarning, match='base="mixture", condition_dim=0.*not calibrated') as record,
+        pytest.raises(AssertionError, match="training started"),
+    ):
+        sr.tl.differential_abundance(
+            adata, "condition", "control", sample_key="sample", base="mixture", condition_dim=0
+        )
+    [warning] = [w for w in record if "not calibrated" in str(w.message)]
+    assert warning.filename == __file__  # it points at the call
+
+
 def test_reproducible_and_copy():
     adata = da_data(400, random_state=3)
     before = snapshot(adata)
