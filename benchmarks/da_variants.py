@@ -8,7 +8,8 @@ the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian
 label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
 also with a weight decay of 1, 3 or 10, or with ``condition_dim=0``, "shared residual": the network does not
 see the condition, also trained for 50, 100 or 200 steps, and with 50 steps on 20 or all PCs or with
-``scaling="global"``), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
+``scaling="global"``; or with the network seeing the condition through an embedding of size 1, trained for
+100 steps, or with conditions dropped in 75% of the training cells instead of 25%), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
@@ -83,6 +84,9 @@ VARIANTS = {
             ("global scaling", {"scaling": "global"}),
         )
     },  # fmt: skip
+    "mixture base, condition_dim 1": {"base": "mixture", "condition_dim": 1},
+    "mixture base, 100 steps": {"base": "mixture", "n_steps": 100},
+    "mixture base, p_drop 0.75": {"base": "mixture", "train_kwargs": {"p_drop": 0.75}},
     "one rk4 step": {"solver_steps": 1},
     "weight decay 0.3": {"train_kwargs": {"weight_decay": 0.3}},
     "weight decay 1": {"train_kwargs": {"weight_decay": 1.0}},

@@ -49,11 +49,12 @@ continuous score:
     The default call with ``solver_steps=1`` (one rk4 step instead of two).
 ``scratio_bf16``
     The default call with ``precision="bf16-mixed"`` (the network in bfloat16).
-``scratio_mixture``, ``scratio_mixture_wd10``, ``scratio_mixture_shared``
+``scratio_mixture``, ``scratio_mixture_wd10``, ``scratio_mixture_shared``, ``scratio_mixture_dim1``, ``scratio_mixture_100``
     The default call with ``base="mixture"`` (the network corrects a Gaussian mixture whose
     components the conditions share), the same with ``train_kwargs={"weight_decay": 10}``, and
     with ``condition_dim=0`` (the network does not see the sample: samples differ only through
-    the mixture's weights).
+    the mixture's weights), with ``condition_dim=1`` (it sees the sample through one number) or
+    trained for 100 steps instead of the default's.
 ``milo``
     pertpy's Milo with ``solver="pydeseq2"`` on the 6 samples (``design="~condition"``); a
     neighbourhood is DA where ``SpatialFDR < alpha``, with the sign of its ``logFC``; a cell
@@ -101,13 +102,16 @@ from scipy.spatial.distance import cdist
 import scratio as sr
 
 METHODS = ["scratio", "scratio_none", "scratio_treat", "scratio_global", "milo", "meld", "scratio_one_step",
-           "scratio_bf16", "scratio_mixture", "scratio_mixture_wd10", "scratio_mixture_shared"]  # fmt: skip
+           "scratio_bf16", "scratio_mixture", "scratio_mixture_wd10", "scratio_mixture_shared",
+           "scratio_mixture_dim1", "scratio_mixture_100"]  # fmt: skip
 LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
           "scratio_treat": "scratio, min_log_ratio=log 1.5", "scratio_global": "scratio, scaling='global'",
           "scratio_one_step": "scratio, solver_steps=1", "scratio_bf16": "scratio, precision='bf16-mixed'",
           "scratio_mixture": "scratio, base='mixture'",
           "scratio_mixture_wd10": "scratio, base='mixture', weight_decay=10",
-          "scratio_mixture_shared": "scratio, base='mixture', condition_dim=0", "milo": "Milo", "meld": "MELD"}  # fmt: skip
+          "scratio_mixture_shared": "scratio, base='mixture', condition_dim=0",
+          "scratio_mixture_dim1": "scratio, base='mixture', condition_dim=1",
+          "scratio_mixture_100": "scratio, base='mixture', n_steps=100", "milo": "Milo", "meld": "MELD"}  # fmt: skip
 #: ``scratio_treat``'s threshold: the simulation's truth, P(treated) > 0.6 where most cells have 0.5
 TREAT_MIN_LOG_RATIO = float(np.log(1.5))
 KINDS = ["da", "null", "noisy_null"]
@@ -325,6 +329,8 @@ RUNNERS = {
     "scratio_bf16": lambda adata, seed: run_scratio(adata, seed, precision="bf16-mixed"),
     "scratio_mixture": lambda adata, seed: run_scratio(adata, seed, base="mixture"),
     "scratio_mixture_shared": lambda adata, seed: run_scratio(adata, seed, base="mixture", condition_dim=0),
+    "scratio_mixture_dim1": lambda adata, seed: run_scratio(adata, seed, base="mixture", condition_dim=1),
+    "scratio_mixture_100": lambda adata, seed: run_scratio(adata, seed, base="mixture", n_steps=100),
     "scratio_mixture_wd10": lambda adata, seed: run_scratio(
         adata, seed, base="mixture", train_kwargs={"weight_decay": 10.0}
     ),
