@@ -32,7 +32,7 @@ import json
 import os
 import time
 import warnings
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +135,14 @@ def gaussian_base(pbmc: AnnData, n_cells: int, random_state: int = 0, key: str =
 
 
 # --------------------------------------------------------------------------------- methods
+def installed_version(package: str) -> str | None:
+    """The package's version, or ``None`` where it is not installed."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def run_scratio(adata, setting, seed):
     """Per-cell ``log p(x | treated) - log p(x | control)`` from ``sr.tl.differential_abundance``."""
     result = sr.tl.differential_abundance(
@@ -327,8 +335,8 @@ def results(setting, runs, bases):
     return {
         "setting": setting | {"methods_settings": METHOD_SETTINGS},
         "environment": {
-            "versions": {
-                p: version(p)
+            "versions": {  # None: not installed (a method that needs it was not run)
+                p: installed_version(p)
                 for p in (
                     "scratio",
                     "torch",
