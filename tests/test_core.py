@@ -56,7 +56,7 @@ def test_explicit_forward_mode_matches_torch_func():
     x = torch.randn(7, 5, dtype=torch.float64)
     codes = torch.tensor([[0], [1], [2], [3], [0], [1], [3]])
     probes = torch.randn(4, 7, 5, dtype=torch.float64)
-    velocity, score, quadratic = net.forward_with_divergence(x, torch.tensor(0.3), codes, probes)
+    [velocity], [score], [quadratic] = net.forward_under_conditions(x, torch.tensor(0.3), [codes], probes)
     expected = torch.zeros(7, dtype=torch.float64)
     for p in range(4):
         _, along = torch.func.jvp(lambda y: net(y, torch.tensor(0.3), codes)[0], (x,), (probes[p],))

@@ -146,10 +146,14 @@ class ConditionalFlowNet(nn.Module):
         """The base field, once fitted to cells; ``None`` without one."""
         return self.base if self.base is not None and self.base.is_fitted else None
 
+    def _inputs(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The trunk's input: the points, their time features and their condition embeddings."""
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
+        return torch.cat([x, self.time_features(t), self.conditions(codes)], dim=-1)
+
     def features(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Trunk features; ``t`` is a scalar or a tensor of shape ``(n,)``."""
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
-        return self.trunk(torch.cat([x, self.time_features(t), self.conditions(codes)], dim=-1))
+        return self.trunk(self._inputs(x, t, codes))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor):
         """Return ``(velocity, score)``, each of the shape of ``x``."""
@@ -181,8 +185,13 @@ class ConditionalFlowNet(nn.Module):
     ):
         """Velocity, score and divergence of the velocity at the same points under several conditions.
 
-        The network runs on every condition's codes at once; a base computes its Gaussians'
-        densities at the points once for all conditions.
+        The divergence is taken in forward mode, written out for the MLP: each probe goes
+        through the same matrix products as the cells, so ``P`` probes cost about ``P`` forward
+        passes, without the overhead of generic ``vmap(jvp)``. It is ``sum_p e_p^T J e_p`` over
+        the probes ``e_p`` for the network's correction (exact for the identity basis,
+        Hutchinson's estimate for scaled Rademacher probes), plus the base's divergence in
+        closed form. The network runs on every condition's codes at once; a base computes its
+        Gaussians' densities at the points once for all conditions.
 
         Parameters
         ----------
@@ -193,7 +202,7 @@ class ConditionalFlowNet(nn.Module):
         codes
             One ``(n, n_keys)`` code tensor per condition.
         probes
-            ``(P, n, d)`` tangent directions, as for :meth:`forward_with_divergence`.
+            ``(P, n, d)`` tangent directions.
         relative
             Whether the divergences may leave out a term common to all conditions, for callers
             that use only their differences (log-ratios). A correction that does not see the
@@ -224,32 +233,9 @@ class ConditionalFlowNet(nn.Module):
             [q + base_q for q, (_, _, base_q) in zip(divergences, bases, strict=True)],
         )
 
-    def forward_with_divergence(
-        self, x: torch.Tensor, t: torch.Tensor, codes: torch.Tensor, probes: torch.Tensor
-    ):
-        """Velocity, score, and the divergence of the velocity as the probes' quadratic forms.
-
-        Forward-mode differentiation written out for the MLP: each probe ``(P, n, d)`` goes
-        through the same matrix products as the cells, so ``P`` probes cost about ``P`` forward
-        passes, without the overhead of generic ``vmap(jvp)``. The divergence is
-        ``sum_p e_p^T J e_p`` over the probes ``e_p`` for the network's correction (exact for the
-        identity basis, Hutchinson's estimate for scaled Rademacher probes), plus the base's
-        divergence in closed form.
-
-        Returns
-        -------
-        ``(velocity, score, divergence)``, the last of shape ``(n,)``.
-        """
-        velocity, score, divergence = self._correction_with_divergence(x, t, codes, probes)
-        if self.fitted_base is None:
-            return velocity, score, divergence
-        base_velocity, base_score, base_divergence = self.base(x, t, codes, divergence=True)
-        return velocity + base_velocity, score + base_score, divergence + base_divergence
-
     def _correction_with_divergence(self, x, t, codes, probes):
         """The network's own velocity, score and quadratic forms, without the base."""
-        times = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(len(x))
-        h = torch.cat([x, self.time_features(times), self.conditions(codes)], dim=-1)
+        h = self._inputs(x, t, codes)
         layers = _leaves(self.trunk)
         first = layers[0]
         # Only the first n_dims inputs depend on x; time and condition features carry no tangent.
