@@ -489,7 +489,7 @@ class RatioFlow:
         codes = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
         codes.append(self.encode(given, len(x)))  # the base, whose field the trajectory follows
         values = self._stream(
-            x, _category_log_ratios if relative else _category_log_likelihoods, codes, solver=solver,
+            x, functools.partial(_category_columns, relative=relative), codes, solver=solver,
             placement=placement, batch_size=batch_size,
             desc=f"{'log-ratios' if relative else 'log-likelihoods'} ({key})", width=len(categories),
         )  # fmt: skip
@@ -690,16 +690,10 @@ def _log_likelihood(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
     return ode.log_likelihood(network, x, codes[0], solver=solver, index=keys)
 
 
-def _category_log_likelihoods(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
+def _category_columns(network, x, codes, keys, *, solver: Solver, relative: bool) -> torch.Tensor:
+    """Each category's log-ratio to the base, or with ``relative=False`` its log-likelihood."""
     *per_category, base = codes
     ratios, base_log_likelihood = ode.category_log_ratios(
-        network, x, per_category, base, solver=solver, index=keys
+        network, x, per_category, base, solver=solver, index=keys, base_log_likelihood=not relative
     )
-    return ratios + base_log_likelihood[:, None]
-
-
-def _category_log_ratios(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
-    *per_category, base = codes
-    return ode.category_log_ratios(
-        network, x, per_category, base, solver=solver, index=keys, base_log_likelihood=False
-    )[0]
+    return ratios if relative else ratios + base_log_likelihood[:, None]

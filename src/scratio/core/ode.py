@@ -331,7 +331,9 @@ def category_log_ratios(
         )
         return (v_base, dl, -q_base) if base_log_likelihood else (v_base, dl)
 
-    accumulated = [x.new_zeros(len(x), len(categories))] + [x.new_zeros(len(x))] * base_log_likelihood
+    accumulated = [x.new_zeros(len(x), len(categories))]
+    if base_log_likelihood:
+        accumulated.append(x.new_zeros(len(x)))
     with torch.no_grad():
         x0, a0, *b0 = solver.integrate_from_cells(rhs, x, *accumulated)
     if not base_log_likelihood:
