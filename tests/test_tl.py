@@ -116,6 +116,33 @@ def test_da_in_bfloat16_ranks_the_cells_as_float32_does(da_result):
     assert np.corrcoef(scores, da_result.obs["scratio_da"])[0, 1] > 0.999
 
 
+@pytest.mark.parametrize(
+    ("call", "base", "n_steps"),
+    [
+        ({}, "mixture", 100),  # without samples: the mixture base, the network trained briefly
+        ({"n_steps": 30}, "mixture", 30),
+        ({"base": "mixture"}, "mixture", None),  # an explicit base keeps the model's own steps
+        ({"base": None}, None, None),
+        ({"sample_key": "sample"}, None, None),  # the replicate test's calibrated model
+    ],
+)
+def test_da_base_auto_is_a_briefly_trained_mixture_without_samples_and_none_with_them(
+    monkeypatch, call, base, n_steps
+):
+    adata = da_data(300)
+    adata.obs["sample"] = adata.obs["condition"].astype(str) + "_s" + (np.arange(300) % 3).astype(str)
+    trained = {}
+
+    def record(model, steps=None, **kwargs):
+        trained.update(base=model.network.config["base"], n_steps=steps)
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(RatioFlow, "train", record)
+    with pytest.raises(AssertionError, match="training started"):
+        sr.tl.differential_abundance(adata, "condition", "control", **call)
+    assert trained == {"base": base, "n_steps": n_steps}
+
+
 def test_da_with_a_mixture_base_hidden_from_the_network_gives_each_state_its_log_odds():
     """``base="mixture", condition_dim=0``: per cluster the empirical log-odds, nearly flat within it."""
     adata = da_data()
@@ -145,6 +172,7 @@ def test_da_outputs(da_result, tmp_path):
     assert params["targets"] == ["treated"]
     assert params["groupby"] == "cluster"
     assert params["sample_key"] is None
+    assert params["base"] == "auto" and params["base_used"] == params["network"]["base"] == "mixture"
     assert params["use_rep"] == "X_pca"
     assert params["random_state"] == 0
     assert params["n_steps"] == FAST["n_steps"]
@@ -264,17 +292,15 @@ def test_da_sample_spanning_conditions_is_rejected(no_training):
     assert_unchanged(adata, before)
 
 
-def test_da_warns_that_the_test_is_not_calibrated_with_a_blind_mixture_base(no_training):
+def test_da_warns_that_the_test_is_not_calibrated_with_a_mixture_base(no_training):
     adata = da_data(300)
     condition = adata.obs["condition"].astype(str)
     adata.obs["sample"] = condition + np.where(np.arange(300) % 2, "_s1", "_s2")
     with (
-        pytest.warns(UserWarning, match='base="mixture", condition_dim=0.*not calibrated') as record,
+        pytest.warns(UserWarning, match='base="mixture".*not calibrated') as record,
         pytest.raises(AssertionError, match="training started"),
     ):
-        sr.tl.differential_abundance(
-            adata, "condition", "control", sample_key="sample", base="mixture", condition_dim=0
-        )
+        sr.tl.differential_abundance(adata, "condition", "control", sample_key="sample", base="mixture")
     [warning] = [w for w in record if "not calibrated" in str(w.message)]
     assert warning.filename == __file__  # it points at the call
 

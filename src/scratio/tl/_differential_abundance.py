@@ -37,6 +37,10 @@ AUTO_BANDWIDTH = "auto"
 BANDWIDTH_CANDIDATES = (0.5, 0.6, 0.8, 1.0, 1.3, 1.6)
 #: The width ``"auto"`` falls back to without held-out cells: the best on 700 PBMCs.
 FALLBACK_BANDWIDTH = 0.6
+#: ``base`` chosen by the design: a mixture base without replicate samples, none with them.
+AUTO_BASE = "auto"
+#: Training steps of the network over the mixture base that ``base="auto"`` picks (see the ``base`` entry).
+AUTO_BASE_N_STEPS = 100
 
 
 @tool_function(DIFFERENTIAL_ABUNDANCE)
@@ -54,6 +58,7 @@ def differential_abundance(
     min_log_ratio: float = 0.0,
     groupby: str | None = None,
     s_min: float = DA_S_MIN,
+    base: Literal["auto", "mixture", "gaussian"] | None = AUTO_BASE,
     bandwidth: float | Literal["auto"] | None = AUTO_BANDWIDTH,
     calibrate: bool = False,
     n_neighbors: int | None = None,
@@ -120,6 +125,22 @@ def differential_abundance(
         precision-recall AUC than the model's default 0.05 at every effect size from 0.05 to
         0.45 (benchmarks, section 3), at the price of biased per-cluster means. Use ``0.05`` for
         a closer fit. Must lie in ``[0, 1)``; ignored with ``model``.
+    base
+        Closed-form field that the network corrects (see "How it works"). ``"auto"`` (default):
+        without ``sample_key``, ``"mixture"``: Gaussian cell states that all conditions share,
+        each condition with its own weights, and the network trained for 100 steps (unless
+        ``n_steps`` is given), so that it corrects the states without adding noise; with
+        ``sample_key``, none, the model whose test over samples was measured calibrated.
+        Without replicates the mixture made the log-ratios more accurate: on 700 PBMCs (3 seeds)
+        it lowered the sd on random labels from 0.196 to 0.096 (MELD 0.093) and raised the
+        precision-recall AUC of semi-synthetic effects at delta 0.1 / 0.2 from 0.829 / 0.921
+        to 0.907 / 0.976 (MELD 0.994 / 0.999); on 20,000 cells in 10 PCs from 0.836 / 0.943
+        to 0.950 / 0.992 at delta 0.05 / 0.1 (MELD 0.913 / 0.993) in two thirds of the time.
+        Where a condition moves cells rather than changing how many each state holds (two
+        Gaussians, one shifted) its log-ratios are a little flatter (R² 0.91 against 0.96 with
+        the exact ones). ``None``: the network alone (the default of scratio 0.1); ``"gaussian"``:
+        one Gaussian per condition; ``"mixture"`` trains for the model's default steps.
+        Ignored with ``model``.
     bandwidth
         Width of the Gaussian kernel, in the same units, that smooths both densities when the
         cells are scored: the model's densities at the time of the flow where they are the
@@ -130,8 +151,8 @@ def differential_abundance(
         under ``P(condition | x)``, a proper score), written to
         ``uns[key_added]["bandwidth_selection"]`` and ``params["bandwidth_used"]``; without
         held-out cells (a passed ``model``, ``validation_fraction=0``), or with ``calibrate=True``
-        (whose scale those cells fit), it uses 0.6. On 700 PBMCs
-        with semi-synthetic labels, 0.6 predicted held-out labels best on average at every
+        (whose scale those cells fit), it uses 0.6. On 700 PBMCs with semi-synthetic labels
+        (``base=None``), 0.6 predicted held-out labels best on average at every
         effect size, cut the error against the true log-ratio by a quarter and the noise on
         random labels by 30% against 0.4; on 20,000 cells narrower kernels predict and detect
         better (benchmarks README, "Smoothing when scoring"). Scoring the held-out cells at
@@ -147,8 +168,8 @@ def differential_abundance(
         Average each cell's log-ratio over its ``n_neighbors`` nearest cells in the
         representation (itself included; Euclidean, scikit-learn), as MELD smooths over its cell
         graph: less noise per cell, at the price of blurring the boundaries between states.
-        ``None`` (default): no averaging. On semi-synthetic labels on 700 PBMCs (the default
-        call on all 50 PCs, 3 seeds), 15 raised the precision-recall AUC at every effect size
+        ``None`` (default): no averaging. On semi-synthetic labels on 700 PBMCs (``base=None``,
+        all 50 PCs, 3 seeds), 15 raised the precision-recall AUC at every effect size
         (0.829 to 0.889 at delta 0.1, 0.921 to 0.954 at 0.2, 0.979 to 0.990 at 0.4) and cut the
         per-cell sd on random labels from 0.20 to 0.12 (benchmarks README, "Noise floor"). With
         ``calibrate=True`` the scale is fitted before averaging. Not with ``sample_key`` (the
@@ -222,25 +243,22 @@ def differential_abundance(
     ``bandwidth`` smooth every principal component alike relative to its spread. The model
     option ``scaling="global"`` scales all dimensions by one number instead, so the kernel is
     round in PCA space, as Euclidean neighbourhoods are, and the components that vary least
-    are smoothed over most. On 700 PBMCs (3 seeds) it lowered the noise sd on random labels
-    from 0.196 to 0.081 (MELD 0.093) and raised the precision-recall AUC of semi-synthetic
-    effects at delta 0.1 / 0.2 from 0.829 / 0.921 to 0.918 / 0.956; on 20,000 cells in 50 PCs
-    it lowered it (0.893 / 0.943 to 0.853 / 0.880), and across replicates on 700 cells its calls
-    were less calibrated. Consider it for a few hundred cells per condition without replicates
-    (benchmarks README, "Scaling the representation").
+    are smoothed over most. On 700 PBMCs (3 seeds, ``base=None``) it lowered the noise sd on
+    random labels from 0.196 to 0.081 (MELD 0.093) and raised the precision-recall AUC of
+    semi-synthetic effects at delta 0.1 / 0.2 from 0.829 / 0.921 to 0.918 / 0.956; on 20,000
+    cells in 50 PCs it lowered it (0.893 / 0.943 to 0.853 / 0.880), and across replicates on
+    700 cells its calls were less calibrated (benchmarks README, "Scaling the representation").
 
-    **Few cells, no replicates.** The model options ``base="mixture", condition_dim=0`` let the
-    conditions share Gaussian cell states and differ only in each state's weight, with the
-    network learning one correction for all conditions. On 700 PBMCs (3 seeds) they lowered
-    the noise sd on random labels from 0.196 to 0.048 (MELD 0.093) and raised the PR-AUC at
-    delta 0.1 / 0.2 from 0.829 / 0.921 to 0.946 / 0.982 (MELD 0.994 / 0.999); ``n_steps=50``
-    gives the same numbers in less time than the default call (a third of it on 20,000 cells in
-    20 PCs). They describe differential abundance as a change in how many cells each state
-    holds: where a condition moves cells continuously (two Gaussians, one shifted), their
-    log-ratios still order the cells (correlation 0.88-0.96 with the exact ones) but spread a third
-    to two fifths as wide (R² 0.40-0.54 against the default's 0.96-0.97). Do not use them with
-    ``sample_key``: the test called cells in 4 of 10 composition-noise nulls (benchmarks README,
-    "A mixture base"), and the tool warns.
+    **The mixture base.** ``base="auto"`` without ``sample_key`` lets the conditions share
+    Gaussian cell states and differ in how many cells each holds, with a network trained
+    briefly on top. The model option ``condition_dim=0`` hides the condition from that
+    network, so that the conditions differ only through the states' weights: on 700 PBMCs it
+    lowered the random-label sd further, to 0.048, and raised the PR-AUC at delta 0.1 / 0.2 to
+    0.946 / 0.982, but where a condition moves cells its log-ratios spread a third to two
+    fifths as wide as the exact ones (R² 0.40-0.54), though they still order the cells
+    (correlation 0.88-0.96). With ``sample_key`` a mixture base is not calibrated: the test
+    called cells in 2 to 4 of 10 composition-noise nulls (benchmarks README, "A mixture
+    base"), and the tool warns.
 
     Examples
     --------
@@ -248,7 +266,14 @@ def differential_abundance(
     >>> sc.pl.umap(adata, color="scratio_da", cmap="RdBu_r", vcenter=0)
     """
     targets = None if target is None else [str(t) for t in np.atleast_1d(np.asarray(target, dtype=object))]
-    options = dataclasses.replace(options, model_kwargs={"s_min": s_min, **options.model_kwargs})
+    model_base = _base_for(base, sample_key)
+    # with the base picked here, the network is trained briefly: it corrects the base without adding noise
+    n_steps = (
+        AUTO_BASE_N_STEPS if base == AUTO_BASE and model_base and options.n_steps is None else options.n_steps
+    )
+    options = dataclasses.replace(
+        options, model_kwargs={"s_min": s_min, "base": model_base, **options.model_kwargs}, n_steps=n_steps
+    )
     if sample_key is None and batch_key is not None:
         raise ValueError("`batch_key` sets the strata of the test over samples; pass `sample_key` too.")
     if not 0 < alpha < 1:
@@ -384,6 +409,8 @@ def differential_abundance(
         "groupby": groupby,
         "sample_key": sample_key,
         "batch_key": batch_key,
+        "base": base,
+        "base_used": model.network.config["base"],  # a passed model's own
         "bandwidth": bandwidth,
         "bandwidth_used": bandwidth_used,
         "calibrate": calibrate,
@@ -393,6 +420,13 @@ def differential_abundance(
     }
     ratios = {columns[t]: f"log p(x | {t}) / p(x | {reference})" for t in targets}
     return run.write({columns[t]: v for t, v in scores.items()}, tables, params, ratios, other=calls)
+
+
+def _base_for(base: str | None, sample_key: str | None) -> str | None:
+    """The model's ``base``: ``"auto"`` is a mixture base without ``sample_key`` and none with it."""
+    if isinstance(base, str) and base == AUTO_BASE:
+        return None if sample_key else "mixture"
+    return base  # the model checks it
 
 
 def _check_bandwidth(bandwidth: float | str | None, path: GaussianPath) -> None:
@@ -491,14 +525,14 @@ def _check_neighbours(n_neighbors: int, n_cells: int, sample_key: str | None) ->
 
 
 def _warn_if_test_uncalibrated(options: ToolOptions) -> None:
-    """The test over samples was measured not to be calibrated with a mixture base hidden from the network."""
+    """The test over samples was measured not to be calibrated with a mixture base."""
     config = options.model.network.config if options.model is not None else options.model_kwargs
-    if config.get("base") == "mixture" and config.get("condition_dim") == 0:
+    if config.get("base") == "mixture":
         warnings.warn(
-            'differential_abundance: with `base="mixture", condition_dim=0` the test over samples is not '
-            "calibrated: on 700 PBMCs it called cells in 4 of 10 null datasets with composition noise, where the "
-            'default model calls in 1 (benchmarks README, "A mixture base"). Drop these model options to use '
-            "`sample_key`.",
+            'differential_abundance: with `base="mixture"` the test over samples is not calibrated: on 700 '
+            "PBMCs it called cells in 2 to 4 of 10 null datasets with composition noise, where the model "
+            'without a base calls in 1 (benchmarks README, "A mixture base"). Leave `base` at "auto" (no base '
+            "with `sample_key`) to use the test.",
             UserWarning,
             stacklevel=4,  # the user, the public tool, its body, here
         )
