@@ -1,15 +1,17 @@
 """Issue 11: the DA tool's default call against variants of it, side by side with MELD.
 
 ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
-use_rep="X_pca", random_state=seed)`` with its defaults, and the same call with one option changed
-(``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
+use_rep="X_pca", random_state=seed)`` with its defaults (since 2026-12-07 a mixture base and 100 training
+steps; results written before then call "default" what is now ``"no base"``, ``base=None``), and the same call
+with one option changed (``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
 also with a weight decay of 1, 3 or 10, or with ``condition_dim=0``, "shared residual": the network does not
 see the condition, also trained for 50, 100 or 200 steps, and with 50 steps on 20 or all PCs or with
 ``scaling="global"``; or with the network seeing the condition through an embedding of size 1, trained for
-100 steps, or with conditions dropped in 75% of the training cells instead of 25%), ``solver_steps=1`` (one rk4 step instead of two), ``precision="bf16-mixed"``
+100 steps, or with conditions dropped in 75% of the training cells instead of 25%), ``solver_steps=1`` (one rk4 step instead of two),
+``divergence="hutchinson"`` (one probe per cell for the network's divergence; a base's stays exact), ``precision="bf16-mixed"``
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
@@ -59,6 +61,7 @@ import scratio as sr
 
 VARIANTS = {
     "default": {},
+    "no base": {"base": None},
     "global scaling": {"scaling": "global"},
     "gaussian base": {"base": "gaussian"},
     "mixture base": {"base": "mixture"},
@@ -88,6 +91,7 @@ VARIANTS = {
     "mixture base, 100 steps": {"base": "mixture", "n_steps": 100},
     "mixture base, p_drop 0.75": {"base": "mixture", "train_kwargs": {"p_drop": 0.75}},
     "one rk4 step": {"solver_steps": 1},
+    "hutchinson": {"divergence": "hutchinson"},
     "weight decay 0.3": {"train_kwargs": {"weight_decay": 0.3}},
     "weight decay 1": {"train_kwargs": {"weight_decay": 1.0}},
     "weight decay 3": {"train_kwargs": {"weight_decay": 3.0}},
