@@ -137,10 +137,12 @@ def differential_abundance(
         to 0.907 / 0.976 (MELD 0.994 / 0.999); on 20,000 cells in 10 PCs from 0.836 / 0.943
         to 0.950 / 0.992 at delta 0.05 / 0.1 (MELD 0.913 / 0.993) in two thirds of the time.
         Where a condition moves cells rather than changing how many each state holds (two
-        Gaussians, one shifted) its log-ratios are a little flatter (R² 0.91 against 0.96 with
-        the exact ones). ``None``: the network alone (the default of scratio 0.1); ``"gaussian"``:
-        one Gaussian per condition; ``"mixture"`` trains for the model's default steps.
-        Ignored with ``model``.
+        Gaussians, one shifted), its log-ratios are flatter than the exact ones (R² 0.91 and
+        0.73 for a small and a large shift, against 0.96-0.97 with ``None``), though they order
+        the cells nearly as well (correlation 0.98-0.99): for a condition that moves every
+        cell, such as a stimulation, pass ``None``, the network alone (the default of scratio
+        0.1). ``"gaussian"``: one Gaussian per condition; ``"mixture"`` trains for the model's
+        default steps. Ignored with ``model``.
     bandwidth
         Width of the Gaussian kernel, in the same units, that smooths both densities when the
         cells are scored: the model's densities at the time of the flow where they are the
@@ -251,7 +253,9 @@ def differential_abundance(
 
     **The mixture base.** ``base="auto"`` without ``sample_key`` lets the conditions share
     Gaussian cell states and differ in how many cells each holds, with a network trained
-    briefly on top. The model option ``condition_dim=0`` hides the condition from that
+    briefly on top. The base's divergence is exact in closed form, so ``divergence="hutchinson"``
+    only estimates that of the network's small correction: on 20,000 cells in 20 PCs it gave
+    the same ranking (PR-AUC 0.999 at delta 0.1) in a third of the time. The model option ``condition_dim=0`` hides the condition from that
     network, so that the conditions differ only through the states' weights: on 700 PBMCs it
     lowered the random-label sd further, to 0.048, and raised the PR-AUC at delta 0.1 / 0.2 to
     0.946 / 0.982, but where a condition moves cells its log-ratios spread a third to two
