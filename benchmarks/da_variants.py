@@ -88,7 +88,7 @@ VARIANTS = {
         )
     },  # fmt: skip
     "mixture base, condition_dim 1": {"base": "mixture", "condition_dim": 1},
-    "mixture base, 100 steps": {"base": "mixture", "n_steps": 100},
+    **{f"mixture base, {n} steps": {"base": "mixture", "n_steps": n} for n in (100, 200)},
     "mixture base, p_drop 0.75": {"base": "mixture", "train_kwargs": {"p_drop": 0.75}},
     "one rk4 step": {"solver_steps": 1},
     "hutchinson": {"divergence": "hutchinson"},
