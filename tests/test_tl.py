@@ -738,6 +738,19 @@ def test_a_tool_reads_the_representation_and_each_column_once(monkeypatch):
     assert np.isfinite(adata.obs["scratio_donor"][adata.obs["treatment"] != "control"]).all()
 
 
+def test_a_second_call_says_where_it_replaces_results(caplog, monkeypatch):
+    monkeypatch.setattr(sr.settings, "verbosity", "info")
+    adata = sr.datasets.donor_design(300, n_dims=3, n_donors=3)
+    settings = {"n_steps": 5, "batch_size": 64, "width": 16}
+    sr.tl.donor_response(adata, "donor", "treatment", **settings)
+    with caplog.at_level("INFO", logger="scratio"):
+        sr.tl.donor_response(adata, "donor", "treatment", **settings)
+    [line] = [r.getMessage() for r in caplog.records if "replacing" in r.getMessage()]
+    obs = [c for c in ("scratio_donor", "scratio_donor_outside") if c in adata.obs]
+    where = [f"adata.obs[{c!r}]" for c in obs] + ["adata.uns['scratio_donor']"]
+    assert line == f"donor_response: replacing the earlier scratio results {', '.join(where)}"
+
+
 def test_a_scored_cell_without_a_finite_score_is_an_error_and_nothing_is_written(monkeypatch):
     adata = sr.datasets.donor_design(300, n_dims=3, n_donors=3)
     before = snapshot(adata)

@@ -336,9 +336,11 @@ class ToolRun:
                 f"`adata.uns[{self.key_added!r}]` already exists and was not written by scratio; the result "
                 "would overwrite it. Pass another `key_added`, or `overwrite=True`."
             )
-        replaced = [c for c in [*columns, self.key_added] if c in ours and (c in obs.columns or c in uns)]
+        replaced = [f"adata.obs[{c!r}]" for c in columns if c in ours and c in obs.columns]
+        if self.key_added in ours and self.key_added in uns:
+            replaced.append(f"adata.uns[{self.key_added!r}]")
         if replaced:
-            logger.info(f"{self.tool.name}: replacing the earlier scratio results {replaced}")
+            logger.info(f"{self.tool.name}: replacing the earlier scratio results {', '.join(replaced)}")
 
     @property
     def key_added(self) -> str:
