@@ -3,7 +3,7 @@
 ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
 use_rep="X_pca", random_state=seed)`` with its defaults (since 2026-12-07 a mixture base and 100 training
 steps; results written before then call "default" what is now ``"no base"``, ``base=None``), and the same call
-with one option changed (``--variants``): ``scaling="global"`` (the representation scaled by one number, its root mean
+with one option changed (``--variants``): every column of ``X_pca`` (``n_pcs=None``, "all PCs"), ``scaling="global"`` (the representation scaled by one number, its root mean
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
@@ -62,6 +62,8 @@ import scratio as sr
 VARIANTS = {
     "default": {},
     "no base": {"base": None},
+    "all PCs": {"n_pcs": None},
+    "no base, all PCs": {"base": None, "n_pcs": None},
     "global scaling": {"scaling": "global"},
     "gaussian base": {"base": "gaussian"},
     "mixture base": {"base": "mixture"},
