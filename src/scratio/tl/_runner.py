@@ -307,7 +307,8 @@ class ToolRun:
         warnings.warn(
             f"{self.tool.name}: {n_dims} dimensions for {fewest} cells in {smallest!r} of "
             f"{key!r}. With fewer than {CELLS_PER_DIMENSION} cells per dimension the log-ratios are noisy (on "
-            "700 PBMCs with random labels, a per-cell sd of 0.7-0.84 with 50 PCs against 0.27-0.31 with 10). "
+            "700 PBMCs, differential abundance found semi-synthetic effects at a PR-AUC of 0.72 with 50 PCs "
+            "against 0.91 with 10-11, and its log-ratios on random labels spread by an sd of 0.126 against 0.096). "
             f"Pass `n_pcs` (at most {supported}) to use the leading principal "
             "components only, or a lower-dimensional `use_rep`.",
             UserWarning,
