@@ -597,6 +597,12 @@ BAD_DA = {
         ValueError,
         r"Unknown base 'kde'; choose one of \(None, 'gaussian', 'mixture'\)",
     ),
+    "unknown base names the tool's default": (
+        None,
+        {"base": "mixtur"},
+        ValueError,
+        r"'mixtur'.* or 'auto' \(the default",
+    ),
     "bandwidth not a number": (
         None,
         {"bandwidth": "wide"},

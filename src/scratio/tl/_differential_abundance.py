@@ -16,6 +16,7 @@ from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._settings import logger
 from scratio._validation import is_finite_number, is_whole_number
 from scratio.core.calibration import fit_logit_scale
+from scratio.core.network import BASES
 from scratio.core.paths import GaussianPath
 from scratio.core.training import MIN_VALIDATION_CELLS, TrainingOptions
 
@@ -431,7 +432,12 @@ def _base_for(base: str | None, sample_key: str | None) -> str | None:
     """The model's ``base``: ``"auto"`` is a mixture base without ``sample_key`` and none with it."""
     if isinstance(base, str) and base == AUTO_BASE:
         return None if sample_key else "mixture"
-    return base  # the model checks it
+    if base not in BASES:  # the model's choices, and the tool's own default
+        raise ValueError(
+            f"Unknown base {base!r}; choose one of {BASES} or {AUTO_BASE!r} (the default: a mixture base "
+            "without `sample_key`, none with it)."
+        )
+    return base
 
 
 def _check_bandwidth(bandwidth: float | str | None, path: GaussianPath) -> None:
