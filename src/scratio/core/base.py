@@ -145,13 +145,19 @@ class GaussianBase(nn.Module):
 
     def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
         """Mean ``log p(group | x)`` of cells under the groups' densities at the data (``t = 1``)."""
-        log_posteriors = self._group_log_posteriors(x, codes)
+        log_posteriors = self._group_log_posteriors(self._log_densities_at_data(x), codes)
         return float(log_posteriors.sum() / max(len(log_posteriors), 1))
 
-    def _group_log_posteriors(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Per cell, ``log p(own group | x)`` at ``t = 1``; a cell of a combination never seen in training has no group and is left out."""
-        log_density = self._log_densities(x, torch.ones(1, 1, dtype=x.dtype))[0]
-        log_joint = self._log_group_densities(log_density) + self.log_weights.to(x.dtype)
+    def _log_densities_at_data(self, x: torch.Tensor) -> torch.Tensor:
+        """``(n, G)`` log-densities of ``x`` under each Gaussian at the data (``t = 1``), up to one shared constant."""
+        return self._log_densities(x, torch.ones(1, 1, dtype=x.dtype))[0]
+
+    def _group_log_posteriors(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Per cell of Gaussian log-densities ``log_density`` (:meth:`_log_densities_at_data`), ``log p(own group | x)``.
+
+        A cell of a combination never seen in training has no group and is left out.
+        """
+        log_joint = self._log_group_densities(log_density) + self.log_weights.to(log_density.dtype)
         own = (codes[:, None, :] == self.group_codes[None]).all(-1)
         log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
         return log_posterior[own]
@@ -170,9 +176,11 @@ class GaussianBase(nn.Module):
         """
         n_gaussians, d = self.means.shape
         sigma2 = self.path.sigma(t) ** 2  # like t
-        variances = t[:, :, None] ** 2 * self.eigenvalues + sigma2[:, :, None]
+        variances = torch.addcmul(sigma2[:, :, None], t[:, :, None] ** 2, self.eigenvalues)  # one pass
         rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
-        projected = (x @ rotation).view(len(x), n_gaussians, d).sub_(t[:, :, None] * self._rotated_means)
+        projected = (
+            (x @ rotation).view(len(x), n_gaussians, d).addcmul_(t[:, :, None], self._rotated_means, value=-1)
+        )
         whitened = projected / variances
         # einsum contracts without the (n, G, d) product that (a * b).sum(-1) would write out
         log_density = -0.5 * (torch.einsum("ngd,ngd->ng", projected, whitened) + torch.log(variances).sum(-1))
@@ -212,9 +220,13 @@ class GaussianBase(nn.Module):
             # One time for all cells (as when integrating) keeps the variances at (1, G, d).
             t = t.reshape(1, 1) if t.dim() == 0 else t.expand(len(x))[:, None]
             log_density, projected, whitened, variances = self._log_densities(x, t)
-            gains = t[:, :, None] * self.eigenvalues + self.path.sigma_d_sigma(t)[:, :, None]
+            gains = torch.addcmul(self.path.sigma_d_sigma(t)[:, :, None], t[:, :, None], self.eigenvalues)
             traces = (gains / variances).sum(-1) if divergence else None  # (1 or n, G)
-            return [self._fields(self._weights(log_density, c), whitened, gains, traces) for c in codes]
+            if len(codes) == 1:  # weighting before rotating back takes one product per field
+                return [self._fields(self._weights(log_density, codes[0]), whitened, gains, traces)]
+            # Several conditions only reweight the Gaussians: rotate each one's fields back once.
+            gaussians = self._gaussian_fields(whitened, gains, traces)
+            return [self._mixture_fields(self._weights(log_density, c), *gaussians) for c in codes]
 
     def _fields(self, weights: torch.Tensor, whitened: torch.Tensor, gains: torch.Tensor, traces):
         """Velocity and score of the mixture with ``weights`` ``(n, G)``; with the Gaussians' ``traces`` also its divergence.
@@ -239,6 +251,30 @@ class GaussianBase(nn.Module):
             "ngd,ngd->ng", weighted_moved, whitened
         )
         return velocity, score, (weights * traces).sum(1) - products.sum(1) - (score * velocity).sum(-1)
+
+    def _gaussian_fields(self, whitened: torch.Tensor, gains: torch.Tensor, traces):
+        """Each Gaussian's score and velocity less its mean (``(n, G, d)``), and ``(n, G)`` divergence terms.
+
+        For :meth:`_mixture_fields`: what the mixture of every condition reweights. The divergence
+        term of Gaussian g is ``tr J_g + s_g . v_g`` (see :meth:`_fields`); ``None`` without ``traces``.
+        """
+        moved = whitened * gains  # slope * y
+        scores = torch.einsum("nge,gde->ngd", whitened, self.eigenvectors).neg_()
+        velocities = torch.einsum("nge,gde->ngd", moved, self.eigenvectors)
+        if traces is None:
+            return scores, velocities, None
+        terms = (
+            traces - (whitened * self._rotated_means).sum(-1) - torch.einsum("nge,nge->ng", moved, whitened)
+        )
+        return scores, velocities, terms
+
+    def _mixture_fields(self, weights: torch.Tensor, scores, velocities, terms):
+        """:meth:`_fields` from the Gaussians' own fields (:meth:`_gaussian_fields`)."""
+        score = torch.einsum("ng,ngd->nd", weights, scores)
+        velocity = weights @ self.means + torch.einsum("ng,ngd->nd", weights, velocities)
+        if terms is None:
+            return velocity, score
+        return velocity, score, (weights * terms).sum(1) - (score * velocity).sum(-1)
 
 
 def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
@@ -333,7 +369,9 @@ class MixtureBase(GaussianBase):
         for g in range(len(counts)):
             members = rng.permutation(np.flatnonzero(group_of_cell == g))
             fold[members] = np.arange(len(members)) % N_FOLDS
-        x = torch.as_tensor(x64, dtype=torch.float32)
+        log_density = self._log_densities_at_data(
+            torch.as_tensor(x64, dtype=torch.float32)
+        )  # the weights change, not the components
         codes = self.group_codes[torch.as_tensor(group_of_cell)]
         scores = {}  # per candidate, each cell's log p(group | x) under the weights of the other folds
         for shrinkage in MIXTURE_SHRINKAGE_CANDIDATES:
@@ -341,7 +379,9 @@ class MixtureBase(GaussianBase):
             for k in range(N_FOLDS):
                 scored = fold == k
                 set_weights(~scored, shrinkage)
-                scores[shrinkage][scored] = self._group_log_posteriors(x[scored], codes[scored]).numpy()
+                scores[shrinkage][scored] = self._group_log_posteriors(
+                    log_density[scored], codes[scored]
+                ).numpy()
         # The one-standard-error rule: the most shrunk candidate within one standard error of the best.
         best = max(scores, key=lambda c: scores[c].mean())
         shrinkage = next(
