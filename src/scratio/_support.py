@@ -4,7 +4,10 @@ A log-ratio is an extrapolation where neither density has data. A model learns a
 how likely its held-out cells are under the unconditional density ``p(x)`` (every condition
 key null); a scored cell less likely than the least likely of them by more than three
 times their interquartile range lies outside the training data. The likelihoods are Hutchinson estimates
-(4 probes), cheap next to exact scoring and well inside that margin.
+(one probe, two rk4 steps), cheap next to exact scoring: on 700 PBMCs and 20,000 simulated cells
+in 20 dimensions they differed from estimates with four probes and three steps by an sd of 1.5
+and 0.14 nats, against margins of 11 and 36 nats, and flagged the same cells but for 3 of 900
+near the threshold, in half the time.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 
 #: Scoring options of the unconditional log-likelihoods behind :class:`Support`.
-SUPPORT_SCORING = {"solver_steps": 3, "divergence": "hutchinson", "n_probes": 4}
+SUPPORT_SCORING = {"solver_steps": 2, "divergence": "hutchinson", "n_probes": 1}
 #: Interquartile ranges below the least likely reference cell at which a cell lies outside.
 MARGIN = 3.0
 
