@@ -35,11 +35,15 @@ def da_tool_model(adata, params: dict, random_state: int, **train_kwargs) -> sr.
     return model.train(params["n_steps"], batch_size=params["batch_size"], **train_kwargs)
 
 
-def da_log_ratios(model: sr.RatioFlow, bandwidth: float) -> np.ndarray:
-    """``log p(x | treated) - log p(x | control)`` of every cell at ``bandwidth``, with the DA tool's solver steps."""
+def da_log_ratios(model: sr.RatioFlow, bandwidth: float, divergence: str) -> np.ndarray:
+    """``log p(x | treated) - log p(x | control)`` of every cell at ``bandwidth``, with the DA tool's solver steps.
+
+    ``divergence`` is the call's (``params["scoring"]["divergence_used"]``).
+    """
     log_p = model.category_log_likelihoods(
-        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth
-    )
+        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth,
+        divergence=divergence,
+    )  # fmt: skip
     return (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
 
 

@@ -64,7 +64,7 @@ def score_dataset(adata, seed, bandwidths, is_da, validation_fraction=None):
     is_treated = (adata.obs["condition"] == "treated").to_numpy()
     rows, log_rs, total_gains = [], [], []
     for h in bandwidths:
-        log_r = da_log_ratios(model, h)
+        log_r = da_log_ratios(model, h, params["scoring"]["divergence_used"])
         gains = held_out_gains(log_r, is_treated, model.held_out)
         log_rs.append(log_r)
         total_gains.append(gains.sum())

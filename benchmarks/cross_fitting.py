@@ -51,7 +51,12 @@ def scored_models(adata, seed, n_models):
     models = []
     for k in range(n_models):
         model = da_tool_model(adata, params, seed + MODEL_SEED_STRIDE * k)
-        models.append((np.array([da_log_ratios(model, h) for h in BANDWIDTHS]), model.held_out))
+        models.append(
+            (
+                np.array([da_log_ratios(model, h, params["scoring"]["divergence_used"]) for h in BANDWIDTHS]),
+                model.held_out,
+            )
+        )
     first = models[0][0][BANDWIDTHS.index(params["bandwidth_used"])]
     same_as_tool = bool(np.allclose(first, tool.obs["scratio_da"], atol=1e-3))
     return models, params, same_as_tool

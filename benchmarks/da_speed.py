@@ -72,7 +72,10 @@ def time_scratio(adata):
     model = da_tool_model(adata, params, random_state=0)
     start = time.perf_counter()
     log_p = model.category_log_likelihoods(
-        key="condition", solver_steps=2, bandwidth=params["bandwidth_used"]
+        key="condition",
+        solver_steps=2,
+        bandwidth=params["bandwidth_used"],
+        divergence=params["scoring"]["divergence_used"],
     )
     scoring = time.perf_counter() - start
     assert np.allclose(log_p["treated"] - log_p["control"], result.obs["scratio_da"], atol=1e-3)

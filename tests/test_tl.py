@@ -143,6 +143,26 @@ def test_da_base_auto_is_a_briefly_trained_mixture_without_samples_and_none_with
     assert trained == {"base": base, "n_steps": n_steps}
 
 
+@pytest.mark.parametrize(
+    ("call", "divergence_used"),
+    [
+        ({"n_pcs": None}, "hutchinson"),  # a mixture base in 18 dimensions
+        ({"n_pcs": 16}, "exact"),
+        ({"n_pcs": None, "divergence": "exact"}, "exact"),
+        ({"n_pcs": None, "base": None}, "exact"),
+    ],
+)
+def test_da_divergence_auto_is_hutchinson_over_a_base_in_more_than_16_dimensions(call, divergence_used):
+    adata = da_data(600, n_dims=18)
+    sr.tl.differential_abundance(
+        adata, "condition", "control", n_steps=5, batch_size=128, width=16, bandwidth=None, **call
+    )
+    params = adata.uns["scratio_da"]["params"]
+    assert params["scoring"]["divergence"] == call.get("divergence", "auto")
+    assert params["scoring"]["divergence_used"] == divergence_used
+    assert np.isfinite(adata.obs["scratio_da"]).all()
+
+
 def test_da_with_a_mixture_base_hidden_from_the_network_gives_each_state_its_log_odds():
     """``base="mixture", condition_dim=0``: per cluster the empirical log-odds, nearly flat within it."""
     adata = da_data()

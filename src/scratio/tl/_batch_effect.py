@@ -65,7 +65,7 @@ def batch_effect_score(
     )
     model = run.fit()
     own = {label_key: run.labels(label_key), batch_key: run.labels(batch_key)}
-    scores = model.log_ratio(run.x, numerator=own, denominator={label_key: own[label_key]}, **options.scoring)
+    scores = model.log_ratio(run.x, numerator=own, denominator={label_key: own[label_key]}, **run.scoring)
     tables = {Uns.SUMMARY: summarise(scores, own), Uns.SCORE: float(np.abs(scores).mean())}
     params = {"batch_key": batch_key, "label_key": label_key, "categories": run.categories}
     ratio = f"log p(x | {label_key}, {batch_key}) / p(x | {label_key})"

@@ -44,6 +44,6 @@ def against_control(
             run.x[treated],
             numerator={group_key: group[treated], condition_key: condition[treated]},
             denominator={group_key: group[treated], condition_key: control},
-            **options.scoring,
+            **run.scoring,
         )
     return run, scores, treated

@@ -29,7 +29,14 @@ solver
 solver_steps
     Steps of a fixed-step solver from the cell (``t = 1``) to noise (``t = 0``).
 divergence
-    ``"exact"`` (Jacobian trace; fine up to ~64 dimensions) or ``"hutchinson"``.
+    How the divergence of the learned velocity is taken: ``"exact"`` (the Jacobian trace, one
+    network pass per dimension), ``"hutchinson"`` (one random probe, one pass; unbiased but
+    noisy) or ``"auto"`` (default): Hutchinson's for a network over a closed-form ``base`` in
+    more than 16 dimensions, else exact. A base's own divergence is always exact, so Hutchinson's
+    then only estimates the network's small correction: with the differential abundance tool's
+    mixture base on 20,000 cells it ranked semi-synthetic effects as exact did (PR-AUC 0.999
+    and 0.983 in 20 and 50 PCs) in about a third of the time. The choice is recorded as
+    ``divergence_used`` in ``uns[key_added]["params"]["scoring"]``.
 precision
     Arithmetic of the network in training and scoring: ``"32-true"`` (float32) or
     ``"bf16-mixed"`` (matrix products in bfloat16, weights and the ODE in float32): about twice

@@ -42,6 +42,22 @@ from . import _docs as docs
 
 #: Options of RatioFlow(...) a tool forwards besides the network's.
 MODEL_OPTIONS = ("scaling", "schedule", "s_min", "s_path", *NETWORK_OPTIONS)
+#: The tools' default ``divergence``, chosen for the model by :func:`divergence_for`.
+AUTO_DIVERGENCE = "auto"
+#: Most dimensions in which ``divergence="auto"`` takes the exact divergence of a network over a base.
+EXACT_DIVERGENCE_MAX_DIMS = 16
+
+
+def divergence_for(model: RatioFlow, divergence: str) -> str:
+    """The divergence a tool scores with: ``"auto"`` is Hutchinson's over a base in more than 16 dimensions, else exact.
+
+    A closed-form base keeps its own divergence exact, so Hutchinson's estimate only concerns the
+    network's correction, whose exact trace costs one network pass per dimension.
+    """
+    if divergence != AUTO_DIVERGENCE:
+        return divergence
+    over_base = model.network.fitted_base is not None
+    return "hutchinson" if over_base and model.n_dims > EXACT_DIVERGENCE_MAX_DIMS else "exact"
 
 
 def _check_options(tool: Tool, options: ToolOptions) -> None:
@@ -55,6 +71,8 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
     scoring = options.scoring
     for name in ScoringDevices.names():
         del scoring[name]
+    if scoring["divergence"] == AUTO_DIVERGENCE:
+        scoring["divergence"] = "exact"  # either choice checks the other options alike
     make_solver(scoring.pop("solver"), scoring.pop("random_state"), scoring)
     options.placement.check()  # e.g. no GPU: said now, not after training
     n_pcs = options.n_pcs
@@ -105,7 +123,7 @@ class ToolOptions:
     batch_size: int = 1024
     solver: str = "rk4"
     solver_steps: int = 2
-    divergence: str = "exact"
+    divergence: str = AUTO_DIVERGENCE
     precision: str = TrainingOptions.precision
     accelerator: str | None = ScoringDevices.accelerator
     devices: int | str | Sequence[int] = ScoringDevices.devices
@@ -354,6 +372,13 @@ class ToolRun:
         return f"{self.key_added}_outside"
 
     @property
+    def scoring(self) -> dict[str, Any]:
+        """Keywords of the model's scoring methods, with ``divergence="auto"`` chosen for the model."""
+        scoring = self.options.scoring
+        scoring["divergence"] = divergence_for(self.model, scoring["divergence"])
+        return scoring
+
+    @property
     def x(self) -> np.ndarray:
         """The representation of the cells, as read once."""
         return self.cells.x
@@ -463,7 +488,11 @@ class ToolRun:
     ) -> dict[str, Any]:
         record = self.model.record
         top = ("n_steps", "batch_size", "final_loss")
-        scoring = {**self.options.scoring, **self.options.placement.record(self.model.device)}
+        scoring = {
+            **self.options.scoring,
+            "divergence_used": self.scoring["divergence"],
+            **self.options.placement.record(self.model.device),
+        }
         return {
             Params.TOOL: self.tool.name,
             **params,
