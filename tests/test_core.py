@@ -458,6 +458,22 @@ def test_mixture_base_fits_on_one_blas_thread(monkeypatch):
     assert len(seen) == 8 and all(threads == {1} for threads in seen)
 
 
+def test_mixture_base_fits_side_by_side_as_one_after_another():
+    """The fits run one per PyTorch thread; each has its own seed, so the base is the same."""
+    from scratio.core import MixtureBase
+
+    x, codes = _shared_states(n=200)
+    threads, bases = torch.get_num_threads(), []
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            bases.append(MixtureBase([2]).fit(x, codes, GaussianPath(s_min=0.05)))
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("means", "eigenvalues", "component_log_weights"):
+        torch.testing.assert_close(getattr(bases[0], name), getattr(bases[1], name), rtol=0, atol=0)
+
+
 def test_mixture_base_fits_one_gaussian_to_few_cells():
     """Fewer than 40 cells allow one component (20 cells each): the groups share it, and the base is finite."""
     from scratio.core import MixtureBase
