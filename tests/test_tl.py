@@ -843,6 +843,25 @@ def test_ctrl_c_during_training_raises_keyboard_interrupt_and_leaves_the_anndata
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl+C works afterwards as it did before
 
 
+def test_da_judges_the_support_by_its_own_scoring_pass(monkeypatch):
+    """With held-out cells to choose the bandwidth from, no separate pass checks the support."""
+
+    def separate_pass(*args, **kwargs):
+        raise AssertionError("a separate pass over the cells")
+
+    adata = da_data(800)
+    adata.obsm["X_pca"][5] = 8.0  # in training, far from the other cells
+    monkeypatch.setattr(RatioFlow, "outside_training_data", separate_pass)
+    sr.tl.differential_abundance(adata, "condition", "control", n_steps=50, batch_size=256, width=16)
+    outside = adata.obs["scratio_da_outside"]
+    record = adata.uns["scratio_da"]["params"]["outside"]
+    assert outside.dtype == bool and record["n_cells"] == outside.sum() <= 1
+    assert record["likelihood"].startswith("log p(x) under the compared conditions' mixture, at bandwidth")
+    assert np.isfinite(record["threshold"])
+    with pytest.raises(AssertionError, match="a separate pass"):  # no held-out choice: the model's check
+        sr.tl.differential_abundance(adata, "condition", "control", n_steps=50, bandwidth=None, width=16)
+
+
 def test_new_cells_outside_the_training_data_are_flagged_with_a_warning():
     adata = da_data(800, random_state=3)
     model = RatioFlow(adata, "X_pca", ["condition"], width=32).train(200, batch_size=256)
@@ -855,4 +874,5 @@ def test_new_cells_outside_the_training_data_are_flagged_with_a_warning():
     outside = new.obs["scratio_da_outside"]
     assert outside.dtype == bool and outside.sum() == 1 and outside.iloc[7]
     assert new.uns["scratio_da"]["params"]["outside"]["n_cells"] == 1
+    assert new.uns["scratio_da"]["params"]["outside"]["likelihood"] == "log p(x), every condition key null"
     assert np.isfinite(new.obs["scratio_da"]).all()

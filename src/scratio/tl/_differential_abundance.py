@@ -14,13 +14,14 @@ from scipy.special import log_softmax, logsumexp
 
 from scratio._keys import DIFFERENTIAL_ABUNDANCE, Uns
 from scratio._settings import logger
+from scratio._support import Support
 from scratio._validation import is_finite_number, is_whole_number
 from scratio.core.calibration import fit_logit_scale
 from scratio.core.network import BASES
 from scratio.core.paths import GaussianPath
 from scratio.core.training import MIN_VALIDATION_CELLS, TrainingOptions
 
-from ._runner import ToolOptions, ToolRun, summarise, tool_function
+from ._runner import MeasuredSupport, ToolOptions, ToolRun, summarise, tool_function
 from ._significance import (
     FDR_METHOD,
     N_PERMUTATIONS,
@@ -324,30 +325,38 @@ def differential_abundance(
     _check_bandwidth(bandwidth, run.model.path)
     model = run.fit()
     compared = [reference, *targets]
+    # Log-likelihoods cost no more than log-ratios unless the network drops out of the ratios;
+    # then they also tell which cells lie outside the training data, with no pass of their own.
+    absolute = not model.network.cancels_from_ratios
 
     def condition_log_densities(x: np.ndarray, width: float | None):
         """``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame.
 
-        Both less ``log p(x)``, common to every condition and sample: only their differences are used.
+        Without ``absolute`` both less ``log p(x)``, common to every condition and sample; only
+        their differences enter the log-ratios and the test.
         """
         scoring = {**run.scoring, "bandwidth": width}
+        score = model.category_log_likelihoods if absolute else model.category_log_ratios
         if groups is None:
-            frame = model.category_log_ratios(x, condition_key, categories=compared, **scoring)
+            frame = score(x, condition_key, categories=compared, **scoring)
             return {c: frame[c].to_numpy(np.float64) for c in compared}, None
-        frame = model.category_log_ratios(x, sample_key, **scoring)
+        frame = score(x, sample_key, **scoring)
         # each condition's density is the equal-weight mixture of its samples' densities
         log_p = {c: logsumexp(frame[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()}
         return log_p, frame
 
-    bandwidth_used, selection = bandwidth, None
+    bandwidth_used, selection, held_log_p = bandwidth, None, None
     if bandwidth == AUTO_BANDWIDTH:
         # a passed model's held-out cells need not be these; with calibrate=True they fit the scale,
         # and a width chosen on them too would inflate it
         held_out = model.held_out if options.model is None and not calibrate else None
-        bandwidth_used, selection = _select_bandwidth(
+        bandwidth_used, selection, held_log_p = _select_bandwidth(
             condition_log_densities, run.x, run.labels(condition_key), held_out, compared, model.path.s_min
         )
     log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
+    support = None
+    if absolute and held_log_p is not None:
+        support = _compared_support(log_p, held_log_p, run.labels(condition_key), compared, bandwidth_used)
     scores = {t: np.asarray(log_p[t] - log_p[reference], dtype=np.float64) for t in targets}
     calibration = None
     if calibrate:
@@ -426,7 +435,9 @@ def differential_abundance(
         **({"samples": groups} if groups else {}),
     }
     ratios = {columns[t]: f"log p(x | {t}) / p(x | {reference})" for t in targets}
-    return run.write({columns[t]: v for t, v in scores.items()}, tables, params, ratios, other=calls)
+    return run.write(
+        {columns[t]: v for t, v in scores.items()}, tables, params, ratios, other=calls, support=support
+    )
 
 
 def _base_for(base: str | None, sample_key: str | None) -> str | None:
@@ -453,8 +464,11 @@ def _check_bandwidth(bandwidth: float | str | None, path: GaussianPath) -> None:
 def _select_bandwidth(
     condition_log_densities, x: np.ndarray, labels: np.ndarray, held_out: np.ndarray | None,
     conditions: Sequence[str], s_min: float,
-) -> tuple[float, pd.DataFrame | None]:  # fmt: skip
+) -> tuple[float, pd.DataFrame | None, dict[str, np.ndarray] | None]:  # fmt: skip
     """The bandwidth whose ``P(condition | x)`` gives the held-out cells' labels the highest likelihood.
+
+    Also returns the table of candidates and the held-out cells' log-densities at the chosen
+    bandwidth (both ``None`` without enough held-out cells).
 
     A candidate's score is the mean log-likelihood of the held-out cells' conditions under the
     posterior over the compared conditions, with their shares in the data as prior, minus that
@@ -470,15 +484,16 @@ def _select_bandwidth(
             "`calibrate=True`); "
             f"using {fallback}"
         )
-        return fallback, None
+        return fallback, None, None
     codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
     log_prior = np.log(np.bincount(codes[codes >= 0], minlength=len(conditions)) / np.sum(codes >= 0))
     truth = codes[held]
-    gains = []
+    gains, log_ps = [], []
     for width in candidates:
         log_p, _ = condition_log_densities(x[held], width)
         posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
         gains.append(float(np.mean(posterior[np.arange(len(held)), truth] - log_prior[truth])))
+        log_ps.append(log_p)
     best = int(np.argmax(gains))
     logger.info(
         f"differential_abundance: bandwidth {candidates[best]} chosen by the labels of {len(held)} held-out "
@@ -487,7 +502,30 @@ def _select_bandwidth(
     table = pd.DataFrame(
         {"bandwidth": candidates, "held_out_gain": gains, "chosen": np.arange(len(gains)) == best}
     )
-    return candidates[best], table
+    return candidates[best], table, log_ps[best]
+
+
+def _compared_support(
+    log_p: dict[str, np.ndarray], held_log_p: dict[str, np.ndarray], labels: np.ndarray,
+    conditions: Sequence[str], bandwidth: float,
+) -> MeasuredSupport:  # fmt: skip
+    """Cells outside the training data by their likelihood under the compared conditions, as scored.
+
+    The likelihood is the mixture of the compared conditions' densities, weighted by their
+    shares of the cells; the threshold comes from the held-out cells of those conditions at the
+    same bandwidth (:class:`~scratio.Support`), so no pass of its own is needed.
+    """
+    shares = np.array([np.sum(labels == c) for c in conditions], dtype=np.float64)
+    log_shares = np.log(shares / shares.sum())
+
+    def log_mixture(values: dict[str, np.ndarray]) -> np.ndarray:
+        return logsumexp(np.column_stack([values[c] for c in conditions]) + log_shares, axis=1)
+
+    return MeasuredSupport(
+        Support.from_log_likelihoods(log_mixture(held_log_p), "held-out"),
+        log_mixture(log_p),
+        f"log p(x) under the compared conditions' mixture, at bandwidth {bandwidth}",
+    )
 
 
 def _check_calibration(n_cells: int, options: ToolOptions, sample_key: str | None) -> None:

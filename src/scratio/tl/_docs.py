@@ -66,4 +66,11 @@ model_kwargs
 
 #: The start of every tool's Returns section.
 RETURNS = """\
-``None``, or the AnnData when ``copy=True``, with"""
+``None``, or the AnnData when ``copy=True``, with
+
+``adata.obs[f"{key_added}_outside"]``
+    ``bool``: whether each scored cell lies outside the training data, far less likely than
+    every held-out cell (:class:`~scratio.Support`), so that its log-ratios extrapolate the
+    model. By default under the unconditional density; the differential abundance tool judges by
+    its own scoring pass when it chooses the bandwidth on held-out cells. ``params["outside"]``
+    records how."""

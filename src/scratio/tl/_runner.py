@@ -26,6 +26,7 @@ from scratio._keys import AUTO_N_PCS, TOOLS, Params, Tool, Uns
 from scratio._registration import RegisteredCells
 from scratio._scoring import make_solver
 from scratio._settings import logger
+from scratio._support import Support
 from scratio._validation import (
     check_categories,
     check_required,
@@ -208,6 +209,29 @@ def tool_function(tool: Tool) -> Callable[[Callable], Callable]:
         return doc_params(common=docs.COMMON, returns=docs.RETURNS)(run)
 
     return decorate
+
+
+#: What the model's own check of the training data's support measures.
+UNCONDITIONAL = "log p(x), every condition key null"
+
+
+@dataclass(frozen=True)
+class MeasuredSupport:
+    """Log-likelihoods that a tool measured while scoring, and the support they are judged by.
+
+    Parameters
+    ----------
+    support
+        Threshold from the held-out cells' likelihoods, measured the same way.
+    log_likelihood
+        One per cell of the AnnData.
+    likelihood
+        What was measured, for ``params["outside"]``.
+    """
+
+    support: Support
+    log_likelihood: np.ndarray
+    likelihood: str
 
 
 @dataclass
@@ -408,6 +432,7 @@ class ToolRun:
         ratios: Mapping[str, str],
         scored: np.ndarray | None = None,
         other: Mapping[str, np.ndarray] | None = None,
+        support: MeasuredSupport | None = None,
     ) -> AnnData | None:
         """Write ``results`` to ``adata.obs`` and ``{"params", **tables}`` to ``adata.uns[key_added]``.
 
@@ -415,6 +440,8 @@ class ToolRun:
         the plots' titles. ``scored`` marks the cells the tool scored (default: all; the others
         hold NaN); a scored cell without a finite score is an error, and nothing is written.
         ``other`` per-cell columns (a test's q-values and calls) are written as they are.
+        Scored cells are flagged outside the training data by the likelihoods in ``support``, if
+        the tool measured them while scoring, else by the model's own check.
         ``params`` (the tool's keys and categories) is completed with the model's record
         (representation, schedule, network, training, final loss), the scoring options (with
         where the cells were scored), the written ``columns`` and ``other_columns`` and the
@@ -428,7 +455,7 @@ class ToolRun:
                     f"{int(bad.sum())} cells got non-finite scores for `adata.obs[{column!r}]`; nothing was written. "
                     "Train longer, use more `solver_steps`, or check the representation of those cells."
                 )
-        outside = self._outside(np.ones(self.adata.n_obs, dtype=bool) if scored is None else scored)
+        outside = self._outside(np.ones(self.adata.n_obs, dtype=bool) if scored is None else scored, support)
         adata = self.adata.copy() if self.options.copy else self.adata
         with warnings.catch_warnings():
             # Writing into a view makes it an actual AnnData, as scanpy's tools do.
@@ -440,7 +467,7 @@ class ToolRun:
             params = {
                 **self._params(params, list(results), ratios),
                 Params.OTHER_COLUMNS: list(other or {}),
-                Params.OUTSIDE: self._outside_record(outside),
+                Params.OUTSIDE: self._outside_record(outside, support),
             }
             adata.uns[self.key_added] = {Uns.PARAMS: params, **tables}
         added_other = (
@@ -453,15 +480,17 @@ class ToolRun:
         )
         return adata if self.options.copy else None
 
-    def _outside(self, scored: np.ndarray) -> np.ndarray | None:
+    def _outside(self, scored: np.ndarray, support: MeasuredSupport | None) -> np.ndarray | None:
         """Which scored cells lie outside the training data (None for a model without a recorded support)."""
-        if self.model.support is None:
+        if support is None and self.model.support is None:
             logger.info(
                 f"{self.tool.name}: the model records no support (scratio 0.1); cells are not flagged"
             )
             return None
         outside = np.zeros(len(scored), dtype=bool)
-        if scored.any():
+        if scored.any() and support is not None:
+            outside[scored] = support.support.outside(support.log_likelihood[scored])
+        elif scored.any():
             cells = self.x if scored.all() else self.x[scored]  # no copy of every cell
             outside[scored] = self.model.outside_training_data(cells, **self.options.placement.keywords())
         if outside.any():
@@ -474,13 +503,16 @@ class ToolRun:
             )
         return outside
 
-    def _outside_record(self, outside: np.ndarray | None) -> dict[str, Any] | None:
+    def _outside_record(
+        self, outside: np.ndarray | None, support: MeasuredSupport | None
+    ) -> dict[str, Any] | None:
         if outside is None:
             return None
         return {
             "column": self.outside_column,
             "n_cells": int(outside.sum()),
-            "threshold": self.model.support.threshold,
+            "threshold": (self.model.support if support is None else support.support).threshold,
+            "likelihood": UNCONDITIONAL if support is None else support.likelihood,
         }
 
     def _params(
