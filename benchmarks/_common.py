@@ -35,16 +35,21 @@ def da_tool_model(adata, params: dict, random_state: int, **train_kwargs) -> sr.
     return model.train(params["n_steps"], batch_size=params["batch_size"], **train_kwargs)
 
 
-def da_log_ratios(model: sr.RatioFlow, bandwidth: float, divergence: str) -> np.ndarray:
+def da_log_ratios(model: sr.RatioFlow, bandwidth: float, **divergence) -> np.ndarray:
     """``log p(x | treated) - log p(x | control)`` of every cell at ``bandwidth``, with the DA tool's solver steps.
 
-    ``divergence`` is the call's (``params["scoring"]["divergence_used"]``).
+    ``divergence``: the call's options (:func:`divergence_of`).
     """
     log_p = model.category_log_likelihoods(
-        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth,
-        divergence=divergence,
-    )  # fmt: skip
+        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth, **divergence
+    )
     return (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
+
+
+def divergence_of(params: dict) -> dict:
+    """The divergence options a tool call scored with (``divergence`` and any ``n_probes``), from its params."""
+    scoring = params["scoring"]
+    return {name: scoring[f"{name}_used"] for name in ("divergence", "n_probes") if f"{name}_used" in scoring}
 
 
 def numpy_scalar(value):

@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _common import add_tool_kwargs, da_tool_model, machine, meld_likelihoods
+from _common import add_tool_kwargs, da_tool_model, divergence_of, machine, meld_likelihoods
 from differential_abundance import gaussian_base, pbmc68k_base
 
 import scratio as sr
@@ -75,7 +75,7 @@ def time_scratio(adata):
         key="condition",
         solver_steps=2,
         bandwidth=params["bandwidth_used"],
-        divergence=params["scoring"]["divergence_used"],
+        **divergence_of(params),
     )
     scoring = time.perf_counter() - start
     assert np.allclose(log_p["treated"] - log_p["control"], result.obs["scratio_da"], atol=1e-3)

@@ -160,6 +160,8 @@ def test_da_divergence_auto_is_hutchinson_over_a_base_in_more_than_16_dimensions
     params = adata.uns["scratio_da"]["params"]
     assert params["scoring"]["divergence"] == call.get("divergence", "auto")
     assert params["scoring"]["divergence_used"] == divergence_used
+    # a probe per 16 dimensions
+    assert params["scoring"].get("n_probes_used") == (2 if divergence_used == "hutchinson" else None)
     assert np.isfinite(adata.obs["scratio_da"]).all()
 
 

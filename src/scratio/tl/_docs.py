@@ -31,12 +31,13 @@ solver_steps
 divergence
     How the divergence of the learned velocity is taken: ``"exact"`` (the Jacobian trace, one
     network pass per dimension), ``"hutchinson"`` (one random probe, one pass; unbiased but
-    noisy) or ``"auto"`` (default): Hutchinson's for a network over a closed-form ``base`` in
-    more than 16 dimensions, else exact. A base's own divergence is always exact, so Hutchinson's
-    then only estimates the network's small correction: with the differential abundance tool's
-    mixture base on 20,000 cells it ranked semi-synthetic effects as exact did (PR-AUC 0.999
-    and 0.983 in 20 and 50 PCs) in about a third of the time. The choice is recorded as
-    ``divergence_used`` in ``uns[key_added]["params"]["scoring"]``.
+    noisy) or ``"auto"`` (default): over a closed-form ``base`` in more than 16 dimensions,
+    Hutchinson's estimate with a probe per 16 dimensions, else exact. A base's own divergence is
+    always exact, so the estimate then only concerns the network's small correction: with the
+    differential abundance tool's mixture base on 20,000 cells it ranked semi-synthetic effects as
+    the exact trace did (PR-AUC 0.999 and 0.98 in 20 and 50 PCs) in a third to a fifth of the
+    time. Recorded as ``divergence_used`` (and ``n_probes_used``) in
+    ``uns[key_added]["params"]["scoring"]``.
 precision
     Arithmetic of the network in training and scoring: ``"32-true"`` (float32) or
     ``"bf16-mixed"`` (matrix products in bfloat16, weights and the ODE in float32): about twice

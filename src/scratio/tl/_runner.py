@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import math
 import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -45,20 +46,23 @@ from . import _docs as docs
 MODEL_OPTIONS = ("scaling", "schedule", "s_min", "s_path", *NETWORK_OPTIONS)
 #: The tools' default ``divergence``, chosen for the model by :func:`divergence_for`.
 AUTO_DIVERGENCE = "auto"
-#: Most dimensions in which ``divergence="auto"`` takes the exact divergence of a network over a base.
-EXACT_DIVERGENCE_MAX_DIMS = 16
+#: Dimensions per Hutchinson probe of ``divergence="auto"``; in fewer, it takes the exact divergence.
+DIMENSIONS_PER_PROBE = 16
 
 
-def divergence_for(model: RatioFlow, divergence: str) -> str:
-    """The divergence a tool scores with: ``"auto"`` is Hutchinson's over a base in more than 16 dimensions, else exact.
+def divergence_for(model: RatioFlow, divergence: str) -> dict[str, Any]:
+    """The divergence options a tool scores with (``divergence`` and, for ``"auto"``, ``n_probes``).
 
-    A closed-form base keeps its own divergence exact, so Hutchinson's estimate only concerns the
-    network's correction, whose exact trace costs one network pass per dimension.
+    ``"auto"``: over a closed-form base in more than 16 dimensions, Hutchinson's estimate with a
+    probe per 16 dimensions, else the exact trace. A base keeps its own divergence exact, so the
+    estimate only concerns the network's correction, whose exact trace costs a network pass per
+    dimension; its variance grows with the dimensions, and so do the probes.
     """
     if divergence != AUTO_DIVERGENCE:
-        return divergence
-    over_base = model.network.fitted_base is not None
-    return "hutchinson" if over_base and model.n_dims > EXACT_DIVERGENCE_MAX_DIMS else "exact"
+        return {"divergence": divergence}
+    if model.network.fitted_base is None or model.n_dims <= DIMENSIONS_PER_PROBE:
+        return {"divergence": "exact"}
+    return {"divergence": "hutchinson", "n_probes": math.ceil(model.n_dims / DIMENSIONS_PER_PROBE)}
 
 
 def _check_options(tool: Tool, options: ToolOptions) -> None:
@@ -397,9 +401,9 @@ class ToolRun:
 
     @property
     def scoring(self) -> dict[str, Any]:
-        """Keywords of the model's scoring methods, with ``divergence="auto"`` chosen for the model."""
+        """Keywords of the model's scoring methods, with ``divergence="auto"`` chosen for the model (:func:`divergence_for`)."""
         scoring = self.options.scoring
-        scoring["divergence"] = divergence_for(self.model, scoring["divergence"])
+        scoring.update(divergence_for(self.model, scoring["divergence"]))
         return scoring
 
     @property
@@ -522,7 +526,10 @@ class ToolRun:
         top = ("n_steps", "batch_size", "final_loss")
         scoring = {
             **self.options.scoring,
-            "divergence_used": self.scoring["divergence"],
+            **{
+                f"{name}_used": value
+                for name, value in divergence_for(self.model, self.options.divergence).items()
+            },
             **self.options.placement.record(self.model.device),
         }
         return {
