@@ -256,14 +256,15 @@ def differential_abundance(
     **The mixture base.** ``base="auto"`` without ``sample_key`` lets the conditions share
     Gaussian cell states and differ in how many cells each holds, with a network trained
     briefly on top. The base's divergence is exact in closed form, so Hutchinson's estimate
-    only concerns the network's small correction: the default ``divergence="auto"`` takes it in
-    more than 16 dimensions (on 20,000 cells in 20 PCs the same ranking, PR-AUC 0.999 at delta
-    0.1, in a third of the time), and ``divergence="hutchinson"`` in fewer (on 700 PBMCs in
-    10 PCs, a random-label sd of 0.104 against 0.096, in 0.8 times the time). The model option ``condition_dim=0`` hides the condition from that network, so
-    that the conditions differ only through the states' weights: on 700 PBMCs it lowered the
-    random-label sd further, to 0.048, and raised the PR-AUC at delta 0.1 / 0.2 to 0.946 /
-    0.982, but where a condition moves cells its log-ratios spread a third to two fifths as
-    wide as the exact ones (R² 0.40-0.54), though they still order the cells (correlation
+    only concerns the network's small correction: the default ``divergence="auto"`` takes it,
+    with a probe per 16 dimensions, in more than 16 dimensions (on 20,000 cells in 20 PCs the
+    same ranking, PR-AUC 0.999 at delta 0.1, in a third of the time), and
+    ``divergence="hutchinson"`` in fewer (on 700 PBMCs in 10 PCs, a random-label sd of 0.104
+    against 0.096, in 0.8 times the time). The model option ``condition_dim=0`` hides the
+    condition from that network, so that the conditions differ only through the states'
+    weights: on 700 PBMCs it lowered the random-label sd further, to 0.048, and raised the
+    PR-AUC at delta 0.1 / 0.2 to 0.946 / 0.982, but where a condition moves cells its
+    log-ratios spread a third to two fifths as wide as the exact ones (R² 0.40-0.54), though they still order the cells (correlation
     0.88-0.96). With ``sample_key`` a mixture base is not calibrated: the test called cells in
     2 to 4 of 10 composition-noise nulls (benchmarks README, "A mixture base"), and the tool
     warns.
