@@ -625,6 +625,12 @@ BAD_DA = {
         ValueError,
         r"'mixtur'.* or 'auto' \(the default",
     ),
+    "unknown divergence names the tools' default": (
+        None,
+        {"divergence": "trace"},
+        ValueError,
+        r"Unknown divergence 'trace'; choose one of \['exact', 'hutchinson', 'auto'\]",
+    ),
     "bandwidth not a number": (
         None,
         {"bandwidth": "wide"},

@@ -36,6 +36,7 @@ from scratio._validation import (
     is_whole_number,
 )
 from scratio._version import __version__
+from scratio.core.ode import DIVERGENCES
 from scratio.core.prediction import ScoringDevices
 from scratio.core.training import TrainingOptions
 from scratio.model import NETWORK_OPTIONS, RatioFlow
@@ -76,6 +77,11 @@ def _check_options(tool: Tool, options: ToolOptions) -> None:
     scoring = options.scoring
     for name in ScoringDevices.names():
         del scoring[name]
+    if scoring["divergence"] not in (*DIVERGENCES, AUTO_DIVERGENCE):
+        raise ValueError(
+            f"Unknown divergence {scoring['divergence']!r}; choose one of {[*DIVERGENCES, AUTO_DIVERGENCE]} "
+            f"({AUTO_DIVERGENCE!r}, the default: Hutchinson's over a base in more than 16 dimensions, else exact)."
+        )
     if scoring["divergence"] == AUTO_DIVERGENCE:
         scoring["divergence"] = "exact"  # either choice checks the other options alike
     make_solver(scoring.pop("solver"), scoring.pop("random_state"), scoring)
