@@ -35,7 +35,7 @@ divergence
     Hutchinson's estimate with a probe per 16 dimensions, else exact. A base's own divergence is
     always exact, so the estimate then only concerns the network's small correction: with the
     differential abundance tool's mixture base on 20,000 cells it ranked semi-synthetic effects as
-    the exact trace did (PR-AUC 0.999 and 0.98 in 20 and 50 PCs) in a third to a fifth of the
+    the exact trace did (PR-AUC 0.999 and 0.98 in 20 and 50 PCs) in a third to a quarter of the
     time. Recorded as ``divergence_used`` (and ``n_probes_used``) in
     ``uns[key_added]["params"]["scoring"]``.
 precision
