@@ -370,9 +370,8 @@ class MixtureBase(GaussianBase):
         for g in range(len(counts)):
             members = rng.permutation(np.flatnonzero(group_of_cell == g))
             fold[members] = np.arange(len(members)) % N_FOLDS
-        log_density = self._log_densities_at_data(
-            torch.as_tensor(x64, dtype=torch.float32)
-        )  # the weights change, not the components
+        # the candidates change the weights, not the components: their densities are computed once
+        log_density = self._log_densities_at_data(torch.as_tensor(x64, dtype=torch.float32))
         codes = self.group_codes[torch.as_tensor(group_of_cell)]
         scores = {}  # per candidate, each cell's log p(group | x) under the weights of the other folds
         for shrinkage in MIXTURE_SHRINKAGE_CANDIDATES:

@@ -487,7 +487,7 @@ def _select_bandwidth(
         )
         return fallback, None, None
     codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
-    log_prior = np.log(np.bincount(codes[codes >= 0], minlength=len(conditions)) / np.sum(codes >= 0))
+    log_prior = _log_shares(labels, conditions)
     truth = codes[held]
     gains, log_ps = [], []
     for width in candidates:
@@ -506,6 +506,12 @@ def _select_bandwidth(
     return candidates[best], table, log_ps[best]
 
 
+def _log_shares(labels: np.ndarray, conditions: Sequence[str]) -> np.ndarray:
+    """``log`` of each compared condition's share of the cells of the compared conditions."""
+    counts = np.array([np.sum(labels == c) for c in conditions], dtype=np.float64)
+    return np.log(counts / counts.sum())
+
+
 def _compared_support(
     log_p: dict[str, np.ndarray], held_log_p: dict[str, np.ndarray], labels: np.ndarray,
     conditions: Sequence[str], bandwidth: float,
@@ -516,8 +522,7 @@ def _compared_support(
     shares of the cells; the threshold comes from the held-out cells of those conditions at the
     same bandwidth (:class:`~scratio.Support`), so no pass of its own is needed.
     """
-    shares = np.array([np.sum(labels == c) for c in conditions], dtype=np.float64)
-    log_shares = np.log(shares / shares.sum())
+    log_shares = _log_shares(labels, conditions)
 
     def log_mixture(values: dict[str, np.ndarray]) -> np.ndarray:
         return logsumexp(np.column_stack([values[c] for c in conditions]) + log_shares, axis=1)
