@@ -24,7 +24,7 @@ half of them shifted by ``--locs`` along the diagonal, written as ``delta``), a 
 the shares of states, with the exact per-cell log-ratio. MELD on all PCs in the same run.
 Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``), on
 shifted Gaussians R² and Pearson correlation against the exact log-ratio (MELD: its logit, the log-ratio for
-conditions of equal size), the base's shrinkage, the width ``bandwidth="auto"`` chose, and the wall time.
+conditions of equal size), the base's shrinkage, the width ``bandwidth="auto"`` chose (and the held-out gain of every width it scored), and the wall time.
 
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "global scaling" \
         --out benchmarks/results/scaling.json           # about 5 min on one core
@@ -139,8 +139,14 @@ def score_dataset(adata, seed, part, variants):
         seconds = time.perf_counter() - start
         values = out.obs["scratio_da"].to_numpy(float)
         params = out.uns["scratio_da"]["params"]
+        selection = out.uns["scratio_da"].get("bandwidth_selection")
+        gains = (
+            None
+            if selection is None
+            else dict(zip(selection["bandwidth"], selection["held_out_gain"].round(6), strict=True))
+        )
         rows.append({"method": name, **noise_row(values), **metrics(values, adata),
-                     "seconds": round(seconds, 2), "bandwidth_used": params["bandwidth_used"],
+                     "seconds": round(seconds, 2), "bandwidth_used": params["bandwidth_used"], "held_out_gains": gains,
                      "n_dims": params["n_dims"], "shrinkage": params["training"].get("base_shrinkage")})  # fmt: skip
     meld, seconds = meld_score(adata, adata.obsm["X_pca"].shape[1], seed)
     rows.append({"method": "meld", **noise_row(meld), **metrics(meld, adata),

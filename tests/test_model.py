@@ -10,6 +10,7 @@ from anndata import AnnData
 from helpers import REFERENCE, SHIFTED, r_squared, trained_pair
 
 import scratio as sr
+from scratio._support import SUPPORT_SCORING, Support
 
 
 @pytest.mark.parametrize("fixture", ["trained_2d", "trained_10d"])
@@ -415,6 +416,10 @@ def test_fast_scores_of_a_cell_do_not_depend_on_the_other_cells_passed(trained_2
 def test_cells_outside_the_training_data_are_told_apart(trained_2d, tmp_path):
     adata, _, model = trained_2d
     assert model.support.reference == "held-out" and model.support.n_reference == 200
+    held_out = model.log_likelihood(
+        adata[model.held_out], **SUPPORT_SCORING
+    )  # what training left to first use
+    assert model.support == Support.from_log_likelihoods(held_out, "held-out")
     assert model.outside_training_data().mean() <= 0.01
     far = np.array([[20.0, 20.0], [0.5, 0.5], [-15.0, 3.0]], dtype=np.float32)
     assert model.outside_training_data(far).tolist() == [True, False, True]

@@ -206,7 +206,10 @@ def test_da_outputs(da_result, tmp_path):
     assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
     assert params["scoring"]["precision"] == params["training"]["precision"] == "32-true"
     selection = uns["bandwidth_selection"]
-    assert list(selection["bandwidth"]) == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
+    widths = [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
+    assert (
+        list(selection["bandwidth"]) == widths[: len(selection)]
+    )  # narrowest first, up to two past the best
     assert np.isfinite(selection["held_out_gain"]).all()
     assert selection["chosen"].sum() == 1
     chosen = selection.loc[selection["chosen"], "bandwidth"].item()
@@ -242,13 +245,46 @@ def test_da_bandwidth_is_chosen_by_the_held_out_cells_labels(monkeypatch):
     held, treated = model.held_out, (adata.obs["condition"] == "treated").to_numpy()
     prior = np.log(treated.mean() / (1 - treated.mean()))
     sign = np.where(treated[held], 1.0, -1.0)
-    for width in (0.4, 1.0):
+    for width in selection.index[[0, -1]]:  # the narrowest and the widest scored
         log_p = model.category_log_likelihoods(adata[held], "condition", solver_steps=2, bandwidth=width)
         log_r = (log_p["treated"] - log_p["control"]).to_numpy()
         gain = np.mean(np.logaddexp(0, -sign * prior) - np.logaddexp(0, -sign * (log_r + prior)))
         assert selection.loc[width, "held_out_gain"] == pytest.approx(gain, abs=1e-4)
     chosen = adata.uns["scratio_da"]["params"]["bandwidth_used"]
     assert selection["held_out_gain"].idxmax() == chosen
+
+
+@pytest.mark.parametrize(
+    ("peak", "slope", "n_scored"), [(0, 0.1, 3), (2, 0.1, 5), (5, 0.1, 7), (6, 0.1, 7), (0, 0.001, 7)]
+)
+def test_da_bandwidth_search_stops_two_widths_clearly_past_the_best(peak, slope, n_scored):
+    from scratio.tl._differential_abundance import _select_bandwidth
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["control", "treated"], 100)
+    treated = labels == "treated"
+    scored = []
+
+    def log_densities(x, width):
+        # a separation that peaks at the candidate numbered `peak` (s_min is 0.4); with a small
+        # slope the widths cannot be told apart from the noise, so every one is scored
+        scored.append(width)
+        strength = 1.0 - slope * abs(len(scored) - 1 - peak)
+        log_r = np.where(treated[x], strength, -strength) + rng.normal(0, 0.1, len(x))
+        return {"control": -log_r / 2, "treated": log_r / 2}, None
+
+    held_out = np.arange(0, 200, 2)
+    conditions = ["control", "treated"]
+    width, table, held_log_p = _select_bandwidth(
+        log_densities, np.arange(200), labels, held_out, conditions, 0.4
+    )
+    assert scored == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6][:n_scored]
+    assert list(table["bandwidth"]) == scored and table["chosen"].sum() == 1
+    assert table.loc[table["chosen"], "bandwidth"].item() == width
+    assert table.loc[table["chosen"], "held_out_gain"].item() == table["held_out_gain"].max()
+    if slope > 0.01:
+        assert width == scored[peak]
+    assert set(held_log_p) == {"control", "treated"} and len(held_log_p["treated"]) == len(held_out)
 
 
 def test_da_bandwidth_without_held_out_cells_is_the_fallback():
@@ -860,6 +896,7 @@ def test_da_judges_the_support_by_its_own_scoring_pass(monkeypatch):
     adata = da_data(800)
     adata.obsm["X_pca"][5] = 8.0  # in training, far from the other cells
     monkeypatch.setattr(RatioFlow, "outside_training_data", separate_pass)
+    monkeypatch.setattr(RatioFlow, "log_likelihood", separate_pass)  # nor does training measure the model's
     sr.tl.differential_abundance(adata, "condition", "control", n_steps=50, batch_size=256, width=16)
     outside = adata.obs["scratio_da_outside"]
     record = adata.uns["scratio_da"]["params"]["outside"]

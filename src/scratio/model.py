@@ -139,7 +139,9 @@ class RatioFlow:
             )
         self.network.eval()
         self.training: TrainingRecord | None = None
-        self.support: Support | None = None
+        self._support: Support | None = None
+        # cells (as registered) and their name, whose likelihoods set the support on first use
+        self._support_cells: tuple[np.ndarray, str] | None = None
         self._held_out: np.ndarray | None = None
 
     # ---------------------------------------------------------------- what the model is
@@ -239,9 +241,29 @@ class RatioFlow:
         reference = "held-out" if len(held_out) else "training"
         if not len(held_out):  # every cell trained on: take up to 4096 of them, evenly spaced
             held_out = np.arange(0, len(x), max(1, len(x) // 4096))
-        log_likelihood = self.log_likelihood(self.cells.x[held_out], **SUPPORT_SCORING)
-        self.support = Support.from_log_likelihoods(log_likelihood, reference)
+        self.support = None
+        self._support_cells = (self.cells.x[held_out], reference)
         return self
+
+    @property
+    def support(self) -> Support | None:
+        """What :meth:`outside_training_data` judges cells by: the likelihoods of cells held out of training.
+
+        ``None`` before :meth:`train` (or for a model saved by scratio 0.1). Measured when first
+        read after training (one pass over the held-out cells), so calls that judge the
+        support by likelihoods of their own do not pay for it; saved with the model.
+        """
+        if self._support is None and self._support_cells is not None:
+            cells, reference = self._support_cells
+            self._support = Support.from_log_likelihoods(
+                self.log_likelihood(cells, **SUPPORT_SCORING), reference
+            )
+            self._support_cells = None
+        return self._support
+
+    @support.setter
+    def support(self, support: Support | None) -> None:
+        self._support, self._support_cells = support, None
 
     @property
     def held_out(self) -> np.ndarray | None:
