@@ -43,6 +43,8 @@ conditions of equal size), the base's shrinkage, the width ``bandwidth="auto"`` 
         --out benchmarks/results/bf16.json              # about 6 min on one core
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --large --n-dims 20 --variants default "bf16 fast" \
         --out benchmarks/results/bf16_fast_large20.json  # 20,000 cells x 20 PCs (goal 6); one variant per core
+    OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "all PCs" --n-fits 4 \
+        --out benchmarks/results/mixture_fits4_pbmc.json  # a mixture base of four fits instead of eight
 
 Results: ``--out`` (written after every dataset).
 """
@@ -170,9 +172,14 @@ def main():
         help="with --large: its leading PCs (50; goal 6: 20); with --shifted: dimensions (10)",
     )
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default"])
+    parser.add_argument(
+        "--n-fits", type=int, help="Gaussian mixtures fitted for a mixture base (scratio.core.base.N_FITS, 8)"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     sr.settings.verbosity = 0
+    if args.n_fits is not None:
+        sr.core.base.N_FITS = args.n_fits  # read by every fit of a mixture base
     if args.large:
         from da_speed import cells
 

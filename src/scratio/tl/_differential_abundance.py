@@ -166,9 +166,8 @@ def differential_abundance(
         (``base=None``), 0.6 predicted held-out labels best on average at every
         effect size, cut the error against the true log-ratio by a quarter and the noise on
         random labels by 30% against 0.4; on 20,000 cells narrower kernels predict and detect
-        better (benchmarks README, "Smoothing when scoring"). Scoring the held-out cells at
-        each width costs about one more scoring pass (15 s of 61 s on 20,000 cells in 20
-        dimensions); a number skips it.
+        better (benchmarks README, "Smoothing when scoring"). Scoring the held-out cells (a tenth of
+        the cells) at up to seven widths costs up to 0.7 scoring passes; a number skips it.
     calibrate
         Multiply each target's log-ratios by one scale fitted on the cells held out of training
         (``validation_fraction`` of them, 10% by default), so that their size is what those
