@@ -241,8 +241,7 @@ class RatioFlow:
         reference = "held-out" if len(held_out) else "training"
         if not len(held_out):  # every cell trained on: take up to 4096 of them, evenly spaced
             held_out = np.arange(0, len(x), max(1, len(x) // 4096))
-        self.support = None
-        self._support_cells = (self.cells.x[held_out], reference)
+        self._support, self._support_cells = None, (self.cells.x[held_out], reference)
         return self
 
     @property

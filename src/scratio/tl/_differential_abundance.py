@@ -495,10 +495,10 @@ def _select_bandwidth(
         return fallback, None, None
     codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
     log_prior = _log_shares(labels, conditions)
-    truth = codes[held]
+    truth, held_x = codes[held], x[held]
     cell_gains, log_ps, best = [], [], 0
     for width in candidates:  # narrowest first
-        log_p, _ = condition_log_densities(x[held], width)
+        log_p, _ = condition_log_densities(held_x, width)
         posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
         cell_gains.append(posterior[np.arange(len(held)), truth] - log_prior[truth])
         log_ps.append(log_p)
