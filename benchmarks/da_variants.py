@@ -95,6 +95,7 @@ VARIANTS = {
     **{f"mixture base, {n} steps": {"base": "mixture", "n_steps": n} for n in (100, 200)},
     "mixture base, p_drop 0.75": {"base": "mixture", "train_kwargs": {"p_drop": 0.75}},
     "one rk4 step": {"solver_steps": 1},
+    "all PCs, one rk4 step": {"n_pcs": None, "solver_steps": 1},
     "hutchinson": {"divergence": "hutchinson"},
     "exact": {"divergence": "exact"},
     "all PCs, exact": {"n_pcs": None, "divergence": "exact"},
@@ -175,11 +176,18 @@ def main():
     parser.add_argument(
         "--n-fits", type=int, help="Gaussian mixtures fitted for a mixture base (scratio.core.base.N_FITS, 8)"
     )
+    parser.add_argument(
+        "--dimensions-per-probe",
+        type=int,
+        help='dimensions per Hutchinson probe of divergence="auto" (scratio.tl._runner.DIMENSIONS_PER_PROBE, 16)',
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     sr.settings.verbosity = 0
     if args.n_fits is not None:
         sr.core.base.N_FITS = args.n_fits  # read by every fit of a mixture base
+    if args.dimensions_per_probe is not None:
+        sr.tl._runner.DIMENSIONS_PER_PROBE = args.dimensions_per_probe  # read by every scoring call
     if args.large:
         from da_speed import cells
 

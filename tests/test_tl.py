@@ -275,16 +275,15 @@ def test_da_bandwidth_search_stops_two_widths_clearly_past_the_best(peak, slope,
 
     held_out = np.arange(0, 200, 2)
     conditions = ["control", "treated"]
-    width, table, held_log_p = _select_bandwidth(
-        log_densities, np.arange(200), labels, held_out, conditions, 0.4
-    )
+    width, table, held = _select_bandwidth(log_densities, np.arange(200), labels, held_out, conditions, 0.4)
     assert scored == [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6][:n_scored]
     assert list(table["bandwidth"]) == scored and table["chosen"].sum() == 1
     assert table.loc[table["chosen"], "bandwidth"].item() == width
     assert table.loc[table["chosen"], "held_out_gain"].item() == table["held_out_gain"].max()
     if slope > 0.01:
         assert width == scored[peak]
-    assert set(held_log_p) == {"control", "treated"} and len(held_log_p["treated"]) == len(held_out)
+    assert set(held.log_p) == {"control", "treated"} and len(held.log_p["treated"]) == len(held_out)
+    np.testing.assert_array_equal(held.rows, held_out)
 
 
 def test_da_bandwidth_without_held_out_cells_is_the_fallback():
@@ -905,6 +904,32 @@ def test_da_judges_the_support_by_its_own_scoring_pass(monkeypatch):
     assert np.isfinite(record["threshold"])
     with pytest.raises(AssertionError, match="a separate pass"):  # no held-out choice: the model's check
         sr.tl.differential_abundance(adata, "condition", "control", n_steps=50, bandwidth=None, width=16)
+
+
+@pytest.mark.parametrize("sample_key", [None, "sample"])
+def test_da_scores_the_held_out_cells_once_at_the_chosen_width(monkeypatch, sample_key):
+    """The last pass reuses the held-out cells' values from the width search: the numbers of one pass at that width."""
+    adata = da_data(600)
+    rng = np.random.default_rng(1)
+    replicate = np.where(rng.random(adata.n_obs) < 0.5, "a", "b")
+    adata.obs["sample"] = [f"{c}_{r}" for c, r in zip(adata.obs["condition"], replicate, strict=True)]
+    rows = []
+    score = RatioFlow.category_log_likelihoods
+
+    def counted(self, data=None, *args, **kwargs):
+        rows.append(len(data))
+        return score(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(RatioFlow, "category_log_likelihoods", counted)
+    options = {"sample_key": sample_key, "n_steps": 50, "batch_size": 256, "width": 16, "min_cells": 5}
+    searched = sr.tl.differential_abundance(adata, "condition", "control", copy=True, **options)
+    n_widths = len(searched.uns["scratio_da"]["bandwidth_selection"])
+    n_held = rows[0]
+    assert 0 < n_held < adata.n_obs and rows == [n_held] * n_widths + [adata.n_obs - n_held]
+    width = searched.uns["scratio_da"]["params"]["bandwidth_used"]
+    fixed = sr.tl.differential_abundance(adata, "condition", "control", bandwidth=width, copy=True, **options)
+    columns = ["scratio_da"] + (["scratio_da_fdr", "scratio_da_significant"] if sample_key else [])
+    pd.testing.assert_frame_equal(searched.obs[columns], fixed.obs[columns])
 
 
 def test_new_cells_outside_the_training_data_are_flagged_with_a_warning():

@@ -52,14 +52,21 @@ class GaussianBase(nn.Module):
             self.register_buffer(name, torch.zeros(0))
         self.register_buffer("path_noise", torch.zeros(2))  # s_min and s_path of the path fitted for
         self.register_buffer("shrinkage", torch.tensor(float("nan")))
+        # Products of the Gaussians that every evaluation of the fields reads, formed once per fit.
+        for name in ("rotated_means", "rotation", "rotation_back"):
+            self.register_buffer(name, torch.zeros(0), persistent=False)
         # A saved base has as many groups as it was fitted on: take the saved buffers' shapes.
         self.register_load_state_dict_pre_hook(self._resize_buffers)
+        self.register_load_state_dict_post_hook(self._set_rotations_after_loading)
 
     def _resize_buffers(self, module, state_dict, prefix, *args) -> None:
         for name, buffer in self.named_buffers(recurse=False):
             saved = state_dict.get(prefix + name)
             if saved is not None and saved.shape != buffer.shape:
                 setattr(self, name, torch.empty_like(saved, dtype=buffer.dtype))
+
+    def _set_rotations_after_loading(self, module, incompatible_keys) -> None:
+        self._set_rotations()
 
     @property
     def is_fitted(self) -> bool:
@@ -143,6 +150,16 @@ class GaussianBase(nn.Module):
         self.means = torch.as_tensor(means, dtype=torch.float32)
         self.eigenvalues = torch.as_tensor(eigenvalues, dtype=torch.float32)
         self.eigenvectors = torch.as_tensor(eigenvectors, dtype=torch.float32)
+        self._set_rotations()
+
+    def _set_rotations(self) -> None:
+        """Each Gaussian's mean in its eigenbasis (``(G, d)``) and the rotations into and out of every eigenbasis at once."""
+        if not self.is_fitted:
+            return
+        n_gaussians, d = self.means.shape
+        self.rotated_means = torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
+        self.rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
+        self.rotation_back = self.eigenvectors.transpose(1, 2).reshape(n_gaussians * d, d)  # (G * d, d)
 
     def held_out_group_log_likelihood(self, x: torch.Tensor, codes: torch.Tensor) -> float:
         """Mean ``log p(group | x)`` of cells under the groups' densities at the data (``t = 1``)."""
@@ -163,11 +180,6 @@ class GaussianBase(nn.Module):
         log_posterior = log_joint - torch.logsumexp(log_joint, dim=1, keepdim=True)
         return log_posterior[own]
 
-    @property
-    def _rotated_means(self) -> torch.Tensor:
-        """``(G, d)``: each Gaussian's mean in its own eigenbasis."""
-        return torch.einsum("gde,gd->ge", self.eigenvectors, self.means)
-
     def _log_densities(self, x: torch.Tensor, t: torch.Tensor):
         """Log-densities of ``x`` under each Gaussian at time ``t`` (``(n, 1)``, or ``(1, 1)`` for all cells), up to one shared constant, and the parts of the fields.
 
@@ -178,9 +190,10 @@ class GaussianBase(nn.Module):
         n_gaussians, d = self.means.shape
         sigma2 = self.path.sigma(t) ** 2  # like t
         variances = torch.addcmul(sigma2[:, :, None], t[:, :, None] ** 2, self.eigenvalues)  # one pass
-        rotation = self.eigenvectors.transpose(0, 1).reshape(d, n_gaussians * d)  # (d, G * d)
         projected = (
-            (x @ rotation).view(len(x), n_gaussians, d).addcmul_(t[:, :, None], self._rotated_means, value=-1)
+            (x @ self.rotation)
+            .view(len(x), n_gaussians, d)
+            .addcmul_(t[:, :, None], self.rotated_means, value=-1)
         )
         whitened = projected / variances
         # einsum contracts without the (n, G, d) product that (a * b).sum(-1) would write out
@@ -239,16 +252,15 @@ class GaussianBase(nn.Module):
         weighted = weights[..., None] * whitened  # w_g y / var
         weighted_moved = weighted * gains  # w_g slope * y
         # Weighted sums over the Gaussians are taken in their eigenbases and rotated back in one product.
-        n, (n_gaussians, d) = len(weights), self.means.shape
-        rotation_back = self.eigenvectors.transpose(1, 2).reshape(n_gaussians * d, d)  # (G * d, d)
-        score = (weighted.view(n, -1) @ rotation_back).neg_()
-        velocity = weights @ self.means + weighted_moved.view(n, -1) @ rotation_back
+        n = len(weights)
+        score = (weighted.view(n, -1) @ self.rotation_back).neg_()
+        velocity = weights @ self.means + weighted_moved.view(n, -1) @ self.rotation_back
         if traces is None:
             return velocity, score
         # v = sum_g w_g v_g with grad w_g = w_g (s_g - s): div v = sum_g w_g (tr J_g + s_g . v_g) - s . v,
         # in closed form whatever the number of Gaussians (no Jacobian-vector products). In the
         # eigenbasis tr J_g = sum slope and s_g . v_g = -(y / var) . (rotated mean + slope * y).
-        products = torch.einsum("ngd,gd->ng", weighted, self._rotated_means) + torch.einsum(
+        products = torch.einsum("ngd,gd->ng", weighted, self.rotated_means) + torch.einsum(
             "ngd,ngd->ng", weighted_moved, whitened
         )
         return velocity, score, (weights * traces).sum(1) - products.sum(1) - (score * velocity).sum(-1)
@@ -265,7 +277,7 @@ class GaussianBase(nn.Module):
         if traces is None:
             return scores, velocities, None
         terms = (
-            traces - (whitened * self._rotated_means).sum(-1) - torch.einsum("nge,nge->ng", moved, whitened)
+            traces - (whitened * self.rotated_means).sum(-1) - torch.einsum("nge,nge->ng", moved, whitened)
         )
         return scores, velocities, terms
 

@@ -352,18 +352,23 @@ def differential_abundance(
         log_p = {c: logsumexp(frame[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()}
         return log_p, frame
 
-    bandwidth_used, selection, held_log_p = bandwidth, None, None
+    bandwidth_used, selection, held = bandwidth, None, None
     if bandwidth == AUTO_BANDWIDTH:
         # a passed model's held-out cells need not be these; with calibrate=True they fit the scale,
         # and a width chosen on them too would inflate it
         held_out = model.held_out if options.model is None and not calibrate else None
-        bandwidth_used, selection, held_log_p = _select_bandwidth(
+        bandwidth_used, selection, held = _select_bandwidth(
             condition_log_densities, run.x, run.labels(condition_key), held_out, compared, model.path.s_min
         )
-    log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
+    if held is None:
+        log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
+    else:  # the held-out cells are scored at this width already: each cell's values depend on it alone
+        log_p, per_sample = held.completed(
+            condition_log_densities(np.delete(run.x, held.rows, axis=0), bandwidth_used)
+        )
     support = None
-    if absolute and held_log_p is not None:
-        support = _compared_support(log_p, held_log_p, run.labels(condition_key), compared, bandwidth_used)
+    if absolute and held is not None:
+        support = _compared_support(log_p, held.log_p, run.labels(condition_key), compared, bandwidth_used)
     scores = {t: np.asarray(log_p[t] - log_p[reference], dtype=np.float64) for t in targets}
     calibration = None
     if calibrate:
@@ -468,15 +473,42 @@ def _check_bandwidth(bandwidth: float | str | None, path: GaussianPath) -> None:
     path.smoothing_time(bandwidth)
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoredRows:
+    """What ``condition_log_densities`` gave some rows of the cells: their log-densities and per-sample frame."""
+
+    rows: np.ndarray
+    log_p: dict[str, np.ndarray]
+    per_sample: pd.DataFrame | None
+
+    def completed(self, others: tuple[dict[str, np.ndarray], pd.DataFrame | None]):
+        """The log-densities and per-sample frame of every cell, from ``others``: those of all other rows, in order."""
+        others_log_p, others_per_sample = others
+        n_cells = len(self.rows) + len(next(iter(others_log_p.values())))
+        mine = np.zeros(n_cells, dtype=bool)
+        mine[self.rows] = True
+
+        def merged(values: np.ndarray, other_values: np.ndarray) -> np.ndarray:
+            out = np.empty((n_cells, *values.shape[1:]), dtype=values.dtype)
+            out[mine], out[~mine] = values[np.argsort(self.rows)], other_values
+            return out
+
+        log_p = {c: merged(v, others_log_p[c]) for c, v in self.log_p.items()}
+        if self.per_sample is None:
+            return log_p, None
+        values = merged(self.per_sample.to_numpy(), others_per_sample[self.per_sample.columns].to_numpy())
+        return log_p, pd.DataFrame(values, columns=self.per_sample.columns)
+
+
 def _select_bandwidth(
     condition_log_densities, x: np.ndarray, labels: np.ndarray, held_out: np.ndarray | None,
     conditions: Sequence[str], s_min: float,
-) -> tuple[float, pd.DataFrame | None, dict[str, np.ndarray] | None]:  # fmt: skip
+) -> tuple[float, pd.DataFrame | None, ScoredRows | None]:  # fmt: skip
     """The bandwidth whose ``P(condition | x)`` gives the held-out cells' labels the highest likelihood.
 
-    Also returns the table of the candidates scored and the held-out cells' log-densities at
-    the chosen bandwidth (both ``None`` without enough held-out cells). Candidates are scored
-    from the narrowest until :data:`BANDWIDTH_PATIENCE` in a row score clearly below the best.
+    Also returns the table of the candidates scored and what the held-out cells scored at the
+    chosen bandwidth (both ``None`` without enough held-out cells). Candidates are scored from
+    the narrowest until :data:`BANDWIDTH_PATIENCE` in a row score clearly below the best.
 
     A candidate's score is the mean log-likelihood of the held-out cells' conditions under the
     posterior over the compared conditions, with their shares in the data as prior, minus that
@@ -496,12 +528,12 @@ def _select_bandwidth(
     codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
     log_prior = _log_shares(labels, conditions)
     truth, held_x = codes[held], x[held]
-    cell_gains, log_ps, best = [], [], 0
+    cell_gains, scored, best = [], [], 0
     for width in candidates:  # narrowest first
-        log_p, _ = condition_log_densities(held_x, width)
+        log_p, per_sample = condition_log_densities(held_x, width)
         posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
         cell_gains.append(posterior[np.arange(len(held)), truth] - log_prior[truth])
-        log_ps.append(log_p)
+        scored.append(ScoredRows(held, log_p, per_sample))
         latest = len(cell_gains) - 1
         if cell_gains[latest].mean() > cell_gains[best].mean():
             best = latest
@@ -522,7 +554,7 @@ def _select_bandwidth(
             "chosen": np.arange(len(gains)) == best,
         }
     )
-    return candidates[best], table, log_ps[best]
+    return candidates[best], table, scored[best]
 
 
 def _clearly_below(cell_gains: np.ndarray, best: np.ndarray) -> bool:
