@@ -167,7 +167,8 @@ def differential_abundance(
         effect size, cut the error against the true log-ratio by a quarter and the noise on
         random labels by 30% against 0.4; on 20,000 cells narrower kernels predict and detect
         better (benchmarks README, "Smoothing when scoring"). Scoring the held-out cells (a tenth of
-        the cells) at up to seven widths costs up to 0.7 scoring passes; a number skips it.
+        the cells) at up to seven widths costs up to 0.7 scoring passes, of which the last pass
+        reuses the chosen width's (it scores the other cells only); a number skips it.
     calibrate
         Multiply each target's log-ratios by one scale fitted on the cells held out of training
         (``validation_fraction`` of them, 10% by default), so that their size is what those
