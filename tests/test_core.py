@@ -426,6 +426,32 @@ def test_base_fields_under_several_conditions_are_those_of_each():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_base_fields_of_many_cells_are_formed_in_chunks_with_the_same_values(monkeypatch):
+    """A training batch's fields (a time per cell) come from chunks of cells, exactly as from one piece."""
+    from scratio.core import MixtureBase
+    from scratio.core import base as base_module
+
+    x, codes = _shared_states(n=700)
+    base = MixtureBase([2]).fit(x, codes, GaussianPath(s_min=0.05))
+    t = torch.rand(len(x), generator=torch.Generator().manual_seed(1))
+    conditions = [codes, torch.full_like(codes, 2)]
+    chunk_sizes = []
+    log_densities = MixtureBase._log_densities
+
+    def recorded(self, cells, times):
+        chunk_sizes.append(len(cells))
+        return log_densities(self, cells, times)
+
+    monkeypatch.setattr(MixtureBase, "_log_densities", recorded)
+    chunked = base.under_conditions(x, t, conditions, divergence=True)
+    assert max(chunk_sizes) <= base_module.ROWS_PER_CHUNK < len(x) and sum(chunk_sizes) == len(x)
+    monkeypatch.setattr(base_module, "ROWS_PER_CHUNK", len(x))
+    whole = base.under_conditions(x, t, conditions, divergence=True)
+    for chunked_fields, whole_fields in zip(chunked, whole, strict=True):
+        for a, b in zip(chunked_fields, whole_fields, strict=True):
+            assert a.shape == b.shape and torch.equal(a, b)
+
+
 def test_mixture_base_keeps_a_quarter_of_the_weights_when_labels_carry_nothing():
     """Random labels: the most shrunk candidate, and log-ratios within sampling noise of 0."""
     x, _ = _shared_states()

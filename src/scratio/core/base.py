@@ -23,6 +23,10 @@ from .paths import GaussianPath
 SHRINKAGE_CANDIDATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Smallest variance of a fit, relative to its largest.
 MIN_VARIANCE = 1e-4
+#: Most cells whose ``(cells, Gaussians, d)`` intermediates are formed at once. Each cell's
+#: fields are its own, so the chunks change no value; small intermediates stay in the processor's
+#: cache (a training batch of 1,024 cells: 0.6-0.75 of the time in one piece).
+ROWS_PER_CHUNK = 256
 
 
 class GaussianBase(nn.Module):
@@ -168,7 +172,8 @@ class GaussianBase(nn.Module):
 
     def _log_densities_at_data(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, G)`` log-densities of ``x`` under each Gaussian at the data (``t = 1``), up to one shared constant."""
-        return self._log_densities(x, torch.ones(1, 1, dtype=x.dtype))[0]
+        at_data = torch.ones(1, 1, dtype=x.dtype)
+        return torch.cat([self._log_densities(x[rows], at_data)[0] for rows in _chunks(len(x))])
 
     def _group_log_posteriors(self, log_density: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Per cell of Gaussian log-densities ``log_density`` (:meth:`_log_densities_at_data`), ``log p(own group | x)``.
@@ -229,8 +234,17 @@ class GaussianBase(nn.Module):
 
         The Gaussians' densities at the points are computed once; a condition only reweights them.
         """
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+        if len(x) > ROWS_PER_CHUNK:
+            chunks = [
+                self.under_conditions(
+                    x[rows], t if t.dim() == 0 else t.expand(len(x))[rows], [c[rows] for c in codes],
+                    divergence=divergence,
+                )
+                for rows in _chunks(len(x))
+            ]  # fmt: skip
+            return [tuple(map(torch.cat, zip(*fields, strict=True))) for fields in zip(*chunks, strict=True)]
         with torch.autocast(x.device.type, enabled=False):
-            t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
             # One time for all cells (as when integrating) keeps the variances at (1, G, d).
             t = t.reshape(1, 1) if t.dim() == 0 else t.expand(len(x))[:, None]
             log_density, projected, whitened, variances = self._log_densities(x, t)
@@ -288,6 +302,11 @@ class GaussianBase(nn.Module):
         if terms is None:
             return velocity, score
         return velocity, score, (weights * terms).sum(1) - (score * velocity).sum(-1)
+
+
+def _chunks(n_rows: int) -> list[slice]:
+    """Slices of at most :data:`ROWS_PER_CHUNK` rows covering ``n_rows`` (one empty slice for none)."""
+    return [slice(start, start + ROWS_PER_CHUNK) for start in range(0, max(n_rows, 1), ROWS_PER_CHUNK)]
 
 
 def _covariance(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
