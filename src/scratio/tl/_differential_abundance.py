@@ -363,10 +363,8 @@ def differential_abundance(
         )
     if held is None:
         log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
-    else:  # the held-out cells are scored at this width already: each cell's values depend on it alone
-        log_p, per_sample = held.completed(
-            condition_log_densities(np.delete(run.x, held.rows, axis=0), bandwidth_used)
-        )
+    else:
+        log_p, per_sample = held.completed(condition_log_densities, run.x)
     support = None
     if absolute and held is not None:
         support = _compared_support(log_p, held.log_p, run.labels(condition_key), compared, bandwidth_used)
@@ -476,22 +474,25 @@ def _check_bandwidth(bandwidth: float | str | None, path: GaussianPath) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ScoredRows:
-    """What ``condition_log_densities`` gave some rows of the cells: their log-densities and per-sample frame."""
+    """What ``condition_log_densities`` gave some rows of the cells at one width: log-densities and per-sample frame."""
 
     rows: np.ndarray
+    width: float
     log_p: dict[str, np.ndarray]
     per_sample: pd.DataFrame | None
 
-    def completed(self, others: tuple[dict[str, np.ndarray], pd.DataFrame | None]):
-        """The log-densities and per-sample frame of every cell, from ``others``: those of all other rows, in order."""
-        others_log_p, others_per_sample = others
-        n_cells = len(self.rows) + len(next(iter(others_log_p.values())))
-        mine = np.zeros(n_cells, dtype=bool)
-        mine[self.rows] = True
+    def completed(self, condition_log_densities, x: np.ndarray):
+        """The log-densities and per-sample frame of every row of ``x`` at :attr:`width`, scoring the other rows only.
+
+        Each cell's values depend on the cell alone, so these rows keep theirs.
+        """
+        others = np.ones(len(x), dtype=bool)
+        others[self.rows] = False
+        others_log_p, others_per_sample = condition_log_densities(x[others], self.width)
 
         def merged(values: np.ndarray, other_values: np.ndarray) -> np.ndarray:
-            out = np.empty((n_cells, *values.shape[1:]), dtype=values.dtype)
-            out[mine], out[~mine] = values[np.argsort(self.rows)], other_values
+            out = np.empty((len(x), *values.shape[1:]), dtype=values.dtype)
+            out[self.rows], out[others] = values, other_values
             return out
 
         log_p = {c: merged(v, others_log_p[c]) for c, v in self.log_p.items()}
@@ -534,7 +535,7 @@ def _select_bandwidth(
         log_p, per_sample = condition_log_densities(held_x, width)
         posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
         cell_gains.append(posterior[np.arange(len(held)), truth] - log_prior[truth])
-        scored.append(ScoredRows(held, log_p, per_sample))
+        scored.append(ScoredRows(held, width, log_p, per_sample))
         latest = len(cell_gains) - 1
         if cell_gains[latest].mean() > cell_gains[best].mean():
             best = latest
