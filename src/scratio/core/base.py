@@ -25,7 +25,7 @@ SHRINKAGE_CANDIDATES = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_VARIANCE = 1e-4
 #: Most cells whose ``(cells, Gaussians, d)`` intermediates are formed at once. Each cell's
 #: fields are its own, so the chunks change no value; small intermediates stay in the processor's
-#: cache (a training batch of 1,024 cells: 0.6-0.75 of the time in one piece).
+#: cache (a training batch of 1,024 cells: half the time in one piece; benchmarks/base_timing.py).
 ROWS_PER_CHUNK = 256
 
 
