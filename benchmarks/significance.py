@@ -70,6 +70,14 @@ Reported per dataset and method: fraction of cells called; FDR (calls that are n
 cells enriched in ``treated``, over all calls; 0 without calls) and TPR; AUROC of the score
 for true DA cells; wall time.
 
+Relabelled nulls (scratio): in a null dataset the conditions are exchangeable between samples,
+so every assignment of the 6 samples to the two conditions (20 with 3 per condition) is an
+equally likely null dataset with the same cells and the same per-sample densities. For each
+scratio run the test is repeated with each assignment as the observed one (``relabelled``:
+how many assignments call any cell, and their mean fraction of cells called). Over a null's
+datasets this estimates how often a null dataset gets calls from 20 labellings per dataset
+instead of one; it reuses the model, whose bandwidth the observed labels chose.
+
     python benchmarks/significance.py --quick   # 3 pbmc68k datasets (a smoke run)
     python benchmarks/significance.py --full    # 9 DA + 2 x 10 nulls on pbmc68k, 3 DA + 2 x 3 nulls on 20,000 cells
 
@@ -122,13 +130,13 @@ PRESETS = {
     "quick": {
         "pbmc_populations": ["0"], "enrichments": [0.95], "pbmc_null_seeds": [0], "da_seeds": [0],
         "large_populations": [], "large_enrichments": [], "large_null_seeds": [], "n_large": 20_000,
-        "concentration": 30.0, "methods": METHODS,
+        "concentration": 30.0, "methods": METHODS, "null_kinds": ["null", "noisy_null"],
     },
     "full": {
         "pbmc_populations": ["0", "3", "6"], "enrichments": [0.75, 0.85, 0.95],
         "pbmc_null_seeds": list(range(10)), "da_seeds": [0],
         "large_populations": ["3"], "large_enrichments": [0.75, 0.85, 0.95], "large_null_seeds": [0, 1, 2],
-        "n_large": 20_000, "concentration": 30.0, "methods": METHODS,
+        "n_large": 20_000, "concentration": 30.0, "methods": METHODS, "null_kinds": ["null", "noisy_null"],
     },
 }  # fmt: skip
 
@@ -211,7 +219,7 @@ def dataset_specs(setting):
                 for seed in setting["da_seeds"]:
                     specs.append({"dataset": dataset, "kind": "da", "population": population,
                                   "enrichment": enrichment, "seed": seed})  # fmt: skip
-        for kind in ("null", "noisy_null"):
+        for kind in setting["null_kinds"]:
             for seed in null_seeds:
                 # The plain null's population does not matter (enrichment 0.5 is flat).
                 specs.append({"dataset": dataset, "kind": kind, "population": None,
@@ -243,8 +251,9 @@ def run_scratio(adata, seed, **options):
         raise RuntimeError("sr.tl.differential_abundance has no significance test (no `alpha`) yet")
     from scratio.tl import _differential_abundance as tool
 
-    # Time the test itself (the permutations over samples, after training and scoring).
-    test, test_seconds = tool.sample_permutation_test, []
+    # Time the test itself (the permutations over samples, after training and scoring), then
+    # repeat it with every relabelling of the samples (not timed).
+    test, test_seconds, relabelled = tool.sample_permutation_test, [], {}
 
     def timed_test(*args, **kwargs):
         start = time.perf_counter()
@@ -252,6 +261,7 @@ def run_scratio(adata, seed, **options):
             return test(*args, **kwargs)
         finally:
             test_seconds.append(time.perf_counter() - start)
+            relabelled.update(relabelled_calls(test, *args, **kwargs))
 
     tool.sample_permutation_test = timed_test
     train_kwargs = {"accelerator": "cpu", **options.pop("train_kwargs", {})}
@@ -268,8 +278,29 @@ def run_scratio(adata, seed, **options):
     record = result.uns["scratio_da"]
     info = {"min_fdr": float(fdr.min()), "n_steps": record["params"]["n_steps"],
             "bandwidth_used": record["params"].get("bandwidth_used"),
-            "test_seconds": round(sum(test_seconds), 3), "test": _jsonable(record.get("test", {}))}  # fmt: skip
+            "test_seconds": round(sum(test_seconds), 3), "test": _jsonable(record.get("test", {})),
+            "relabelled": relabelled}  # fmt: skip
     return score, np.sign(score) * significant, info
+
+
+def relabelled_calls(test, log_p, design, **options):
+    """The test with every assignment of ``design``'s samples to the conditions as the observed one.
+
+    Returns how many assignments were evaluated, how many call any cell at ``ALPHA`` and their
+    mean fraction of cells called (see the module's "Relabelled nulls").
+    """
+    from scratio.tl._significance import SampleDesign
+
+    samples = np.array(design.samples)
+    masks = design.assignments(options["n_permutations"], np.random.default_rng(0))
+    fractions = []
+    for mask in masks:
+        columns = np.r_[np.flatnonzero(~mask), np.flatnonzero(mask)]
+        relabelled = SampleDesign(list(samples[~mask]), list(samples[mask]), design.strata)
+        q = test(log_p[:, columns], relabelled, **(options | {"rng": np.random.default_rng(0)})).q
+        fractions.append(float((q.astype(np.float32) < ALPHA).mean()))
+    return {"n_assignments": len(masks), "with_calls": int(np.count_nonzero(fractions)),
+            "mean_fraction_called": round(float(np.mean(fractions)), 6)}  # fmt: skip
 
 
 def _jsonable(value):
@@ -392,6 +423,12 @@ def summarise(runs):
             "seconds_median": round(float(group["seconds"].median()), 2),
             "cpu_seconds_median": round(float(group["cpu_seconds"].median()), 2),
         }  # fmt: skip
+        if row["kind"] != "da" and "relabelled" in group and group["relabelled"].notna().all():
+            relabelled = pd.DataFrame(list(group["relabelled"]))
+            row["relabelled_share_with_calls"] = round(
+                float(relabelled["with_calls"].sum() / relabelled["n_assignments"].sum()), 3
+            )
+            row["relabelled_fraction_called"] = round(float(relabelled["mean_fraction_called"].mean()), 4)
         if row["kind"] == "da":
             row["fraction_called_down"] = round(float((group["n_called_down"] / group["n_cells"]).mean()), 4)
             for metric in ("fdr", "tpr", "auroc", "fdr_up"):
@@ -440,6 +477,15 @@ def print_tables(summary):
             print(f"| {r['setting']} | {r['method']} | {r['n_datasets']} | {r['fraction_called']:.4f} | "
                   f"{r['share_datasets_with_calls']:.2f} | {fdr} | {tpr} | {auroc} | {up} | {r['seconds_median']:.1f} | "
                   f"{r['cpu_seconds_median']:.1f} |")  # fmt: skip
+        relabelled = [r for r in rows if "relabelled_share_with_calls" in r]
+        if relabelled:
+            print(
+                "\n| null | method | datasets | relabellings with calls | mean fraction called over relabellings |"
+            )
+            print("|---|---|---|---|---|")
+            for r in relabelled:
+                print(f"| {r['setting']} | {r['method']} | {r['n_datasets']} | {r['relabelled_share_with_calls']:.3f} | "
+                      f"{r['relabelled_fraction_called']:.4f} |")  # fmt: skip
 
 
 def plot(final, path):
@@ -518,6 +564,7 @@ def main():
     parser.add_argument("--large-enrichments", type=float, nargs="*")
     parser.add_argument("--large-null-seeds", type=int, nargs="*", help="(empty: no large set)")
     parser.add_argument("--concentration", type=float, help="Dirichlet concentration of the noisy null")
+    parser.add_argument("--null-kinds", nargs="+", choices=KINDS[1:], help="which nulls (both by default)")
     parser.add_argument("--n-large", type=int)
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     parser.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
