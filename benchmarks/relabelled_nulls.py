@@ -85,18 +85,19 @@ def replay(saved: dict, samples: np.ndarray, observed_target: list[str]) -> dict
     """Every assignment of the samples as the observed one: its width and the fraction of cells its test calls."""
     columns, frames = saved["columns"], saved["frames"]
     design = SampleDesign([c for c in columns if c not in observed_target], observed_target)
+    in_design_order = [columns.index(s) for s in design.samples]
     observed_width = chosen_width(saved, samples, observed_target)
     rows = []
     for mask in design.assignments(N_PERMUTATIONS, np.random.default_rng(0)):
         target = [s for s, m in zip(design.samples, mask, strict=True) if m]
-        reference = [s for s, m in zip(design.samples, mask, strict=True) if not m]
         own_width = chosen_width(saved, samples, target)
-        fractions = {}
-        for name, width in (("own_width", own_width), ("observed_width", observed_width)):
-            log_p = frames[width][:, [columns.index(s) for s in reference + target]]
-            q = sample_permutation_test(log_p, SampleDesign(reference, target), n_permutations=N_PERMUTATIONS,
-                                        rng=np.random.default_rng(0), normalization="median").q  # fmt: skip
-            fractions[name] = float((q.astype(np.float32) < significance.ALPHA).mean())
+        fractions = {
+            name: significance.fraction_called_as_observed(
+                sample_permutation_test, frames[width][:, in_design_order], design, mask,
+                n_permutations=N_PERMUTATIONS, normalization="median",
+            )
+            for name, width in (("own_width", own_width), ("observed_width", observed_width))
+        }  # fmt: skip
         rows.append({"target": target, "width": saved["widths"][own_width], **fractions})
     return {"observed_width": saved["widths"][observed_width], "assignments": rows}
 

@@ -257,11 +257,10 @@ def run_scratio(adata, seed, **options):
 
     def timed_test(*args, **kwargs):
         start = time.perf_counter()
-        try:
-            return test(*args, **kwargs)
-        finally:
-            test_seconds.append(time.perf_counter() - start)
-            relabelled.update(relabelled_calls(test, *args, **kwargs))
+        result = test(*args, **kwargs)
+        test_seconds.append(time.perf_counter() - start)
+        relabelled.update(relabelled_calls(test, *args, **kwargs))
+        return result
 
     tool.sample_permutation_test = timed_test
     train_kwargs = {"accelerator": "cpu", **options.pop("train_kwargs", {})}
@@ -289,18 +288,25 @@ def relabelled_calls(test, log_p, design, **options):
     Returns how many assignments were evaluated, how many call any cell at ``ALPHA`` and their
     mean fraction of cells called (see the module's "Relabelled nulls").
     """
+    masks = design.assignments(options["n_permutations"], np.random.default_rng(0))
+    fractions = [fraction_called_as_observed(test, log_p, design, mask, **options) for mask in masks]
+    return {"n_assignments": len(masks), "with_calls": int(np.count_nonzero(fractions)),
+            "mean_fraction_called": round(float(np.mean(fractions)), 6)}  # fmt: skip
+
+
+def fraction_called_as_observed(test, log_p, design, mask, **options) -> float:
+    """Fraction of cells ``test`` calls at ``ALPHA`` when ``mask`` marks the target samples.
+
+    ``log_p`` has one column per sample of ``design.samples``, in that order, as the DA tool
+    passes it; ``options`` are the tool's other arguments of the test.
+    """
     from scratio.tl._significance import SampleDesign
 
     samples = np.array(design.samples)
-    masks = design.assignments(options["n_permutations"], np.random.default_rng(0))
-    fractions = []
-    for mask in masks:
-        columns = np.r_[np.flatnonzero(~mask), np.flatnonzero(mask)]
-        relabelled = SampleDesign(list(samples[~mask]), list(samples[mask]), design.strata)
-        q = test(log_p[:, columns], relabelled, **(options | {"rng": np.random.default_rng(0)})).q
-        fractions.append(float((q.astype(np.float32) < ALPHA).mean()))
-    return {"n_assignments": len(masks), "with_calls": int(np.count_nonzero(fractions)),
-            "mean_fraction_called": round(float(np.mean(fractions)), 6)}  # fmt: skip
+    columns = np.r_[np.flatnonzero(~mask), np.flatnonzero(mask)]
+    relabelled = SampleDesign(list(samples[~mask]), list(samples[mask]), design.strata)
+    q = test(log_p[:, columns], relabelled, **(options | {"rng": np.random.default_rng(0)})).q
+    return float((q.astype(np.float32) < ALPHA).mean())
 
 
 def _jsonable(value):
