@@ -131,12 +131,14 @@ PRESETS = {
         "pbmc_populations": ["0"], "enrichments": [0.95], "pbmc_null_seeds": [0], "da_seeds": [0],
         "large_populations": [], "large_enrichments": [], "large_null_seeds": [], "n_large": 20_000,
         "concentration": 30.0, "methods": METHODS, "null_kinds": ["null", "noisy_null"],
+        "rename_samples": False,
     },
     "full": {
         "pbmc_populations": ["0", "3", "6"], "enrichments": [0.75, 0.85, 0.95],
         "pbmc_null_seeds": list(range(10)), "da_seeds": [0],
         "large_populations": ["3"], "large_enrichments": [0.75, 0.85, 0.95], "large_null_seeds": [0, 1, 2],
         "n_large": 20_000, "concentration": 30.0, "methods": METHODS, "null_kinds": ["null", "noisy_null"],
+        "rename_samples": False,
     },
 }  # fmt: skip
 
@@ -200,11 +202,22 @@ def composition_noise_null(base, concentration, seed):
     return _label(base.copy(), condition, sample, np.full(len(codes), 0.5))
 
 
-def make_dataset(bases, spec, concentration):
+#: ``--rename-samples``: names whose sorted order interleaves the conditions (treated: s2, s3, s5).
+INTERLEAVED_SAMPLE_NAMES = {"control_R1": "s4", "control_R2": "s1", "control_R3": "s6",
+                            "treated_R1": "s2", "treated_R2": "s5", "treated_R3": "s3"}  # fmt: skip
+
+
+def make_dataset(bases, spec, concentration, rename_samples=False):
+    """The dataset of ``spec``; with ``rename_samples`` the samples renamed by :data:`INTERLEAVED_SAMPLE_NAMES`,
+    so that the treated ones are not a block of the model's sorted categories."""
     base = bases[spec["dataset"]]
     if spec["kind"] == "noisy_null":
-        return composition_noise_null(base, concentration, spec["seed"])
-    return synthetic_labels_pop(base, spec["population"], spec["enrichment"], spec["seed"])
+        adata = composition_noise_null(base, concentration, spec["seed"])
+    else:
+        adata = synthetic_labels_pop(base, spec["population"], spec["enrichment"], spec["seed"])
+    if rename_samples:
+        adata.obs["sample"] = pd.Categorical(adata.obs["sample"].astype(str).map(INTERLEAVED_SAMPLE_NAMES))
+    return adata
 
 
 def dataset_specs(setting):
@@ -571,6 +584,8 @@ def main():
     parser.add_argument("--large-null-seeds", type=int, nargs="*", help="(empty: no large set)")
     parser.add_argument("--concentration", type=float, help="Dirichlet concentration of the noisy null")
     parser.add_argument("--null-kinds", nargs="+", choices=KINDS[1:], help="which nulls (both by default)")
+    parser.add_argument("--rename-samples", action="store_true", default=None,
+                        help="samples renamed so that the treated ones are not a block of the sorted names")  # fmt: skip
     parser.add_argument("--n-large", type=int)
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     parser.add_argument("--plot-only", action="store_true", help="redraw the figure from --out")
@@ -599,7 +614,7 @@ def main():
     bases = bases_for(setting, specs)
     started = time.perf_counter()
     for spec in specs:
-        adata = make_dataset(bases, spec, setting["concentration"])
+        adata = make_dataset(bases, spec, setting["concentration"], setting["rename_samples"])
         is_da = adata.obs["is_da"].to_numpy(bool)
         counts = adata.obs["sample"].value_counts().sort_index()
         for method in setting["methods"]:
