@@ -231,8 +231,8 @@ def differential_abundance(
     condition (20 assignments) are the fewest that can reach ``alpha = 0.1``. Cells are then
     called only where the observed assignment is the most extreme of the 20 on one side, which
     in a dataset without any effect one assignment in ten is: repeated with every labelling of
-    the samples of 32 simulated null datasets (with and without composition noise between
-    samples), the test called cells in 10-12% of labellings, 0.2-0.6% of the cells on average
+    the samples of 43 simulated null datasets (with and without composition noise between
+    samples), the test called cells in 10-13% of labellings, 0.2-0.6% of the cells on average
     (benchmarks README, "Relabelled nulls"). With
     ``min_log_ratio``, each observed difference is first moved that much towards 0, so a cell
     whose change is exactly ``min_log_ratio`` is tested as an unchanged cell would be (McCarthy
