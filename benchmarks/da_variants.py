@@ -15,7 +15,8 @@ see the condition, also trained for 50, 100 or 200 steps, and with 50 steps on 2
 (the network in bfloat16 when training and scoring; ``"bf16 fast"`` also trains 1,500 steps at a
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
-option (weight decay, peak learning rate, condition embedding size, network width). Datasets: random labels on
+option (weight decay, peak learning rate, share of cells held out to choose the width, condition
+embedding size, network width). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
 set of ``da_speed.py`` in all 50 PCs (or its first ``--n-dims``), random labels and ``sr.datasets.semi_synthetic_da`` at the
@@ -104,6 +105,8 @@ VARIANTS = {
     "weight decay 1": {"train_kwargs": {"weight_decay": 1.0}},
     "weight decay 3": {"train_kwargs": {"weight_decay": 3.0}},
     "lr 3e-3": {"train_kwargs": {"lr": 3e-3}},
+    "validation 0.2": {"train_kwargs": {"validation_fraction": 0.2}},
+    "validation 0.3": {"train_kwargs": {"validation_fraction": 0.3}},
     "condition_dim 4": {"condition_dim": 4},
     "width 128": {"width": 128},
     "width 64": {"width": 64},
