@@ -95,6 +95,7 @@ def replay(saved: dict, samples: np.ndarray, observed_target: list[str]) -> dict
             name: significance.fraction_called_as_observed(
                 sample_permutation_test, frames[width][:, in_design_order], design, mask,
                 n_permutations=N_PERMUTATIONS, normalization="median",
+                min_log_ratio=saved["info"]["test"]["min_log_ratio"], treat=saved["info"]["test"]["treat"],
             )
             for name, width in (("own_width", own_width), ("observed_width", observed_width))
         }  # fmt: skip

@@ -31,17 +31,22 @@ Methods, each giving a per-cell call (enriched in ``treated``, in ``control``, o
 continuous score:
 
 ``scratio``
-    ``sr.tl.differential_abundance(..., sample_key="sample", alpha=0.1)`` (its default
-    ``sample_normalization="median"``: calls relative to most cells, as Milo normalises):
-    ``obs["scratio_da_significant"]`` with the sign of ``obs["scratio_da"]``; score
+    ``sr.tl.differential_abundance(..., sample_key="sample", alpha=0.1)`` (its defaults
+    ``sample_normalization="median"``: calls relative to most cells, as Milo normalises; and
+    ``min_log_ratio=None``: a call also needs a change beyond 1.5-fold relative to the typical
+    cell): ``obs["scratio_da_significant"]`` with the sign of ``obs["scratio_da"]``; score
     ``obs["scratio_da"]``.
+``scratio_unfiltered``
+    The same with ``min_log_ratio=0``: every change the test resolves (the default until
+    2026-12-07's threshold).
 ``scratio_none``
     The same with ``sample_normalization="none"`` (calls where the density differs, the
     states diluted by an expanding one included).
 ``scratio_treat``
-    The default call with ``min_log_ratio=np.log(1.5)``: calls only changes of at least
-    1.5-fold relative to the typical cell, the change at which the simulation's truth starts
-    (``P(treated) = 0.6`` against the typical 0.5 is a log-odds of ``log 1.5``).
+    The default call with ``treat=True``: the test asks whether a change exceeds 1.5-fold
+    relative to the typical cell (TREAT) rather than whether a cell past 1.5-fold changed at
+    all; 1.5-fold is where the simulation's truth starts (``P(treated) = 0.6`` against the
+    typical 0.5 is a log-odds of ``log 1.5``).
 ``scratio_global``
     The default call with the model option ``scaling="global"`` (the representation scaled by
     one number, so the smoothing is isotropic in PCA space).
@@ -111,17 +116,16 @@ import scratio as sr
 
 METHODS = ["scratio", "scratio_none", "scratio_treat", "scratio_global", "milo", "meld", "scratio_one_step",
            "scratio_bf16", "scratio_mixture", "scratio_mixture_wd10", "scratio_mixture_shared",
-           "scratio_mixture_dim1", "scratio_mixture_100"]  # fmt: skip
-LABELS = {"scratio": "scratio (default, median)", "scratio_none": "scratio, sample_normalization='none'",
-          "scratio_treat": "scratio, min_log_ratio=log 1.5", "scratio_global": "scratio, scaling='global'",
+           "scratio_mixture_dim1", "scratio_mixture_100", "scratio_unfiltered"]  # fmt: skip
+LABELS = {"scratio": "scratio (default, median)", "scratio_unfiltered": "scratio, min_log_ratio=0",
+          "scratio_none": "scratio, sample_normalization='none'",
+          "scratio_treat": "scratio, treat=True (log 1.5)", "scratio_global": "scratio, scaling='global'",
           "scratio_one_step": "scratio, solver_steps=1", "scratio_bf16": "scratio, precision='bf16-mixed'",
           "scratio_mixture": "scratio, base='mixture'",
           "scratio_mixture_wd10": "scratio, base='mixture', weight_decay=10",
           "scratio_mixture_shared": "scratio, base='mixture', condition_dim=0",
           "scratio_mixture_dim1": "scratio, base='mixture', condition_dim=1",
           "scratio_mixture_100": "scratio, base='mixture', n_steps=100", "milo": "Milo", "meld": "MELD"}  # fmt: skip
-#: ``scratio_treat``'s threshold: the simulation's truth, P(treated) > 0.6 where most cells have 0.5
-TREAT_MIN_LOG_RATIO = float(np.log(1.5))
 KINDS = ["da", "null", "noisy_null"]
 ALPHA = 0.1
 POP_KEY = "louvain"
@@ -311,7 +315,8 @@ def fraction_called_as_observed(test, log_p, design, mask, **options) -> float:
     """Fraction of cells ``test`` calls at ``ALPHA`` when ``mask`` marks the target samples.
 
     ``log_p`` has one column per sample of ``design.samples``, in that order, as the DA tool
-    passes it; ``options`` are the tool's other arguments of the test.
+    passes it; ``options`` are the tool's other arguments of the test (``min_log_ratio`` and
+    ``treat`` included).
     """
     from scratio.tl._significance import SampleDesign
 
@@ -373,7 +378,8 @@ def run_meld(adata, seed):
 RUNNERS = {
     "scratio": run_scratio,
     "scratio_none": lambda adata, seed: run_scratio(adata, seed, sample_normalization="none"),
-    "scratio_treat": lambda adata, seed: run_scratio(adata, seed, min_log_ratio=TREAT_MIN_LOG_RATIO),
+    "scratio_unfiltered": lambda adata, seed: run_scratio(adata, seed, min_log_ratio=0.0),
+    "scratio_treat": lambda adata, seed: run_scratio(adata, seed, treat=True),
     "scratio_global": lambda adata, seed: run_scratio(adata, seed, scaling="global"),
     "scratio_one_step": lambda adata, seed: run_scratio(adata, seed, solver_steps=1),
     "scratio_bf16": lambda adata, seed: run_scratio(adata, seed, precision="bf16-mixed"),

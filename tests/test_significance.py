@@ -57,19 +57,46 @@ def test_moderated_t_closed_form():
     # difference 3, Welch s.e. sqrt(1/3 + 1/3), fudge = median of (0.816, 0) = 0.408
     se = np.sqrt(2 / 3)
     np.testing.assert_allclose(t, [3 / (se + se / 2), 0.0])
-    # TREAT: each difference moves towards 0 by the threshold, and one smaller than it becomes 0
     log_p[1, 3:] = 1.4  # a difference of 0.4
-    t = moderated_t(log_p, np.array([True, True, True, False, False, False]), min_log_ratio=0.5)
-    np.testing.assert_allclose(t, [-(3 - 0.5) / (se + se / 2), 0.0])  # differences -3 and -0.4
+    is_target = np.array([True, True, True, False, False, False])  # differences -3 and -0.4
+    # a difference within the threshold gives 0, one beyond it keeps its statistic
+    t = moderated_t(log_p, is_target, min_log_ratio=0.5)
+    np.testing.assert_allclose(t, [-3 / (se + se / 2), 0.0])
+    # TREAT: each difference moves towards 0 by the threshold, and one smaller than it becomes 0
+    t = moderated_t(log_p, is_target, min_log_ratio=0.5, treat=True)
+    np.testing.assert_allclose(t, [-(3 - 0.5) / (se + se / 2), 0.0])
 
 
-def test_min_log_ratio_calls_changes_beyond_it_and_not_at_it():
+def test_min_log_ratio_keeps_the_test_calibrated_and_calls_no_change_within_it():
+    called_anywhere, found = [], []
+    for seed in range(60):
+        for effect in (0.0, 3.0):
+            log_p, is_da = _null_and_effect(seed, effect)
+            q = sample_permutation_test(
+                log_p, THREE_BY_THREE, n_permutations=1000, rng=np.random.default_rng(seed), min_log_ratio=0.5
+            ).q
+            within = np.abs(log_p[:, 3:].mean(axis=1) - log_p[:, :3].mean(axis=1)) <= 0.5
+            assert (q[within] == 1).all()  # not called, whatever the other samples say
+            if effect:
+                found.append((q[is_da] < 0.1).mean())
+            else:
+                called_anywhere.append((q < 0.1).any())
+    assert np.mean(called_anywhere) <= 0.12  # the null applies the same threshold: still calibrated
+    assert np.mean(found) >= 0.9
+
+
+def test_treat_calls_changes_beyond_the_threshold_and_not_at_it():
     found, at_threshold = [], []
     for seed in range(30):
         for effect, record in ((3.0, found), (0.5, at_threshold)):
             log_p, is_da = _null_and_effect(seed, effect)
             q = sample_permutation_test(
-                log_p, THREE_BY_THREE, n_permutations=1000, rng=np.random.default_rng(seed), min_log_ratio=0.5
+                log_p,
+                THREE_BY_THREE,
+                n_permutations=1000,
+                rng=np.random.default_rng(seed),
+                min_log_ratio=0.5,
+                treat=True,
             ).q
             record.append((q[is_da] < 0.1).mean())
     assert np.mean(found) >= 0.9  # 3 nats of change, 0.5 of them the threshold
@@ -163,11 +190,12 @@ def test_pooled_fdr_counts_each_side_apart():
 def replicate_results():
     """The tool on a null with composition noise between samples, and on one expanded state (both normalisations)."""
     results = {}
-    for name, expanded, normalization in [
-        ("null", None, "median"),  # the default
-        ("expanded", 0, "none"),
-        ("expanded, median", 0, "median"),
-        ("expanded, median, threshold", 0, "median"),
+    for name, expanded, test_options in [
+        ("null", None, {}),  # the default
+        ("expanded", 0, {"sample_normalization": "none", "min_log_ratio": 0.0}),
+        ("expanded, median", 0, {"min_log_ratio": 0.0}),
+        ("expanded, median, default", 0, {}),
+        ("expanded, median, treat", 0, {"min_log_ratio": 0.2, "treat": True}),
     ]:
         adata = sr.datasets.replicate_design(
             1500,
@@ -183,10 +211,9 @@ def replicate_results():
             "condition",
             "control",
             sample_key="sample",
-            sample_normalization=normalization,
-            min_log_ratio=0.2 if name.endswith("threshold") else 0.0,
             n_steps=600,
             batch_size=256,
+            **test_options,
         )
         results[name] = adata
     return results
@@ -244,11 +271,27 @@ def test_da_significance_with_median_normalization_calls_the_expanded_state_only
     assert called["median"][~is_da].mean() <= 0.05
 
 
-def test_da_min_log_ratio_keeps_the_ratios_and_calls_a_subset(replicate_results):
-    plain, treat = replicate_results["expanded, median"], replicate_results["expanded, median, threshold"]
-    np.testing.assert_array_equal(treat.obs["scratio_da"], plain.obs["scratio_da"])  # same model, same ratios
+def test_da_calls_by_default_only_changes_beyond_one_and_a_half_fold(replicate_results):
+    plain, default = replicate_results["expanded, median"], replicate_results["expanded, median, default"]
+    test = default.uns["scratio_da"]["test"]
+    assert test["min_log_ratio"] == pytest.approx(np.log(1.5)) and test["treat"] is False
     assert plain.uns["scratio_da"]["test"]["min_log_ratio"] == 0.0
+    np.testing.assert_array_equal(default.obs["scratio_da"], plain.obs["scratio_da"])  # the same model
+    called = default.obs["scratio_da_significant"].to_numpy()
+    np.testing.assert_array_equal(called, default.obs["scratio_da_fdr"] < 0.1)
+    # every call changed by 1.5-fold or more from the typical cell; the test reads the mean of the
+    # samples' log-densities, the written log-ratio their mixture's, hence a margin
+    change = np.abs(default.obs["scratio_da"].to_numpy() - test["typical_log_ratio"]["treated"])
+    assert (change[called] > np.log(1.5) - 0.2).all()
+    assert called[default.obs["is_da"].to_numpy()].mean() >= 0.8  # a 4-fold expansion is beyond 1.5-fold
+
+
+def test_da_treat_keeps_the_ratios_and_calls_a_subset(replicate_results):
+    plain, treat = replicate_results["expanded, median"], replicate_results["expanded, median, treat"]
+    np.testing.assert_array_equal(treat.obs["scratio_da"], plain.obs["scratio_da"])  # same model, same ratios
     assert treat.uns["scratio_da"]["test"]["min_log_ratio"] == 0.2
+    assert treat.uns["scratio_da"]["test"]["treat"] is True
+    np.testing.assert_array_equal(treat.obs["scratio_da_significant"], treat.obs["scratio_da_fdr"] < 0.1)
     called = {
         name: a.obs["scratio_da_significant"].to_numpy() for name, a in [("plain", plain), ("treat", treat)]
     }
@@ -358,6 +401,12 @@ BAD_TEST = {
         {"min_log_ratio": 0.4},
         ValueError,
         r"`min_log_ratio` sets the smallest change the test over samples calls; pass `sample_key`",
+    ),
+    "treat without samples": (
+        None,
+        {"treat": True},
+        ValueError,
+        r"`treat` tests the change across replicate samples; pass `sample_key` too",
     ),
 }
 

@@ -23,8 +23,9 @@ import numpy as np
 N_PERMUTATIONS = 1000
 
 STATISTIC = (
-    "moderated t of per-sample log-densities: (mean over target samples - mean over reference samples, "
-    "moved towards 0 by min_log_ratio) / (standard error + its median over cells)"
+    "moderated t of per-sample log-densities: (mean over target samples - mean over reference samples) / "
+    "(standard error + its median over cells); 0 where that difference is at most min_log_ratio in "
+    "absolute value, in every assignment (with treat: the observed difference moved towards 0 by min_log_ratio)"
 )
 FDR_METHOD = (
     "permutation null over sample assignments within strata, pooled over cells, each direction apart "
@@ -98,20 +99,25 @@ class SampleDesign:
         return np.array(masks)
 
 
-def moderated_t(log_p: np.ndarray, is_target: np.ndarray, min_log_ratio: float = 0.0) -> np.ndarray:
+def moderated_t(
+    log_p: np.ndarray, is_target: np.ndarray, min_log_ratio: float = 0.0, *, treat: bool = False
+) -> np.ndarray:
     """Per cell: difference of mean log-densities between target and reference samples over its s.e.
 
     The standard error is Welch's; its median over cells is added to it (SAM's fudge factor),
-    so that cells where a few samples happen to agree closely do not dominate. A positive
-    ``min_log_ratio`` first moves each difference that much towards 0 (0 where it is smaller),
-    as TREAT does (McCarthy and Smyth 2009): a cell whose true difference is exactly
-    ``min_log_ratio`` then has the statistic of a cell without any, so a null of no
-    difference tests ``|difference| <= min_log_ratio``, conservatively inside it.
+    so that cells where a few samples happen to agree closely do not dominate. A difference of
+    at most ``min_log_ratio`` in absolute value gives 0: that cell cannot be called, as SAM's
+    fold-change criterion. With ``treat`` each difference is instead moved that much towards 0
+    (0 where it is smaller), as TREAT does (McCarthy and Smyth 2009): a cell whose true
+    difference is exactly ``min_log_ratio`` then has the statistic of a cell without any, so a
+    null of no difference tests ``|difference| <= min_log_ratio``, conservatively inside it.
     """
     target, reference = log_p[:, is_target], log_p[:, ~is_target]
     difference = target.mean(axis=1) - reference.mean(axis=1)
-    if min_log_ratio > 0:
+    if treat:
         difference = np.sign(difference) * np.maximum(np.abs(difference) - min_log_ratio, 0.0)
+    elif min_log_ratio > 0:
+        difference = np.where(np.abs(difference) > min_log_ratio, difference, 0.0)
     se = np.sqrt(
         target.var(axis=1, ddof=1) / target.shape[1] + reference.var(axis=1, ddof=1) / reference.shape[1]
     )
@@ -205,20 +211,24 @@ def sample_permutation_test(
     rng: np.random.Generator,
     normalization: str = "none",
     min_log_ratio: float = 0.0,
+    treat: bool = False,
 ) -> SampleTest:
     """Per-cell q-values of ``design``'s contrast, the assignments evaluated and the typical log-ratio.
 
     ``log_p`` holds ``log p(x | s)`` with one column per sample of ``design.samples``, in that
     order; each column is first divided by its size factor (:func:`log_size_factors`). A cell
-    is called where its normalised log-ratio exceeds ``min_log_ratio`` in absolute value, by
-    more than the samples of one condition differ: the observed differences are moved towards
-    0 by ``min_log_ratio`` (:func:`moderated_t`), the permuted ones (the null of no difference)
-    are not.
+    can be called where its normalised log-ratio exceeds ``min_log_ratio`` in absolute value, by
+    more than the samples of one condition differ. Every assignment, the observed one and the
+    permuted ones, gives 0 to differences within ``min_log_ratio`` (:func:`moderated_t`), so the
+    q-values estimate the false discovery rate of that rule under the null of no difference.
+    With ``treat`` the observed differences are moved towards 0 by ``min_log_ratio`` instead,
+    and the permuted ones (the null of no difference) are not.
     """
     factors = log_size_factors(log_p, normalization)
     log_p = log_p - factors
     masks = design.assignments(n_permutations, rng)
-    observed = moderated_t(log_p, masks[0], min_log_ratio)
-    q = pooled_permutation_fdr(observed, (moderated_t(log_p, mask) for mask in masks[1:]))
+    observed = moderated_t(log_p, masks[0], min_log_ratio, treat=treat)
+    null_min_log_ratio = 0.0 if treat else min_log_ratio
+    q = pooled_permutation_fdr(observed, (moderated_t(log_p, mask, null_min_log_ratio) for mask in masks[1:]))
     typical = float(factors[masks[0]].mean() - factors[~masks[0]].mean())
     return SampleTest(q, len(masks), typical)
