@@ -16,7 +16,8 @@ see the condition, also trained for 50, 100 or 200 steps, and with 50 steps on 2
 peak learning rate of 3e-3 and scores with one rk4 step, ``"bf16 6000 steps"`` trains twice the
 default's steps), or a training or network
 option (weight decay, peak learning rate, share of cells held out to choose the width, condition
-embedding size, network width). Datasets: random labels on
+embedding size, network width), or the default call with the widest width wherever the chosen one's held-out
+gain lies within one or two standard errors of 0 (``"width guard 1 SE"``, ``"width guard 2 SE"``). Datasets: random labels on
 ``pbmc68k_reduced`` (no DA: every log-ratio is noise) and the semi-synthetic labels of section 3
 (``sr.datasets.pbmc68k_da``, delta 0.1 and 0.2, or ``--deltas``), seeds 0-2; ``--large``: the 20,000-cell Gaussian
 set of ``da_speed.py`` in all 50 PCs (or its first ``--n-dims``), random labels and ``sr.datasets.semi_synthetic_da`` at the
@@ -53,6 +54,7 @@ Results: ``--out`` (written after every dataset).
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,8 @@ VARIANTS = {
     "lr 3e-3": {"train_kwargs": {"lr": 3e-3}},
     "validation 0.2": {"train_kwargs": {"validation_fraction": 0.2}},
     "validation 0.3": {"train_kwargs": {"validation_fraction": 0.3}},
+    "width guard 1 SE": {},  # the default call with a rule of WIDTH_GUARDS on the width
+    "width guard 2 SE": {},
     "condition_dim 4": {"condition_dim": 4},
     "width 128": {"width": 128},
     "width 64": {"width": 64},
@@ -120,6 +124,40 @@ VARIANTS = {
     },
 }
 METRICS = ["sd", "flagged", "pr_auc", "nar", "csp", "rmse", "r2", "pearson", "seconds"]
+#: Variants whose width is the widest candidate when the chosen one's held-out gain lies within this
+#: many standard errors of 0 (the held-out labels see no signal): a rule the tool does not have.
+WIDTH_GUARDS = {"width guard 1 SE": 1.0, "width guard 2 SE": 2.0}
+
+
+@contextmanager
+def width_guard(n_se: float | None):
+    """Within it, the DA tool's ``bandwidth="auto"`` follows :data:`WIDTH_GUARDS`' rule (``None``: unchanged)."""
+    from scipy.special import log_softmax
+
+    from scratio.tl import _differential_abundance as tool
+
+    original = tool._select_bandwidth
+
+    def guarded(condition_log_densities, x, labels, held_out, conditions, s_min):
+        width, table, scored = original(condition_log_densities, x, labels, held_out, conditions, s_min)
+        if scored is None:
+            return width, table, scored
+        log_prior = tool._log_shares(labels, conditions)
+        truth = pd.Categorical(labels, categories=conditions).codes[scored.rows]
+        posterior = log_softmax(np.column_stack([scored.log_p[c] for c in conditions]) + log_prior, axis=1)
+        gains = posterior[np.arange(len(truth)), truth] - log_prior[truth]
+        if gains.mean() >= n_se * gains.std(ddof=1) / np.sqrt(len(gains)):
+            return width, table, scored
+        widest = tool.BANDWIDTH_CANDIDATES[-1]
+        rescored = tool.ScoredRows(scored.rows, widest, *condition_log_densities(x[scored.rows], widest))
+        return widest, table, rescored
+
+    if n_se is not None:
+        tool._select_bandwidth = guarded
+    try:
+        yield
+    finally:
+        tool._select_bandwidth = original
 
 
 def shift_row(values, adata) -> dict:
@@ -140,8 +178,9 @@ def score_dataset(adata, seed, part, variants):
     for name in variants:
         options = VARIANTS[name]
         start = time.perf_counter()
-        out = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
-                                           use_rep="X_pca", random_state=seed, copy=True, **options)  # fmt: skip
+        with width_guard(WIDTH_GUARDS.get(name)):
+            out = sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
+                                               use_rep="X_pca", random_state=seed, copy=True, **options)  # fmt: skip
         seconds = time.perf_counter() - start
         values = out.obs["scratio_da"].to_numpy(float)
         params = out.uns["scratio_da"]["params"]
