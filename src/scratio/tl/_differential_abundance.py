@@ -126,8 +126,8 @@ def differential_abundance(
         (default): ``np.log(1.5)``, changes of 1.5-fold or more (MELD's 0.6 likelihood cut-off,
         in odds). With thousands of cells the test resolves changes of a few percent: on 20,000
         simulated cells it called the weakly enriched edge of a population, where the share of
-        treated cells is 0.52-0.6, which the threshold leaves out (benchmarks README,
-        "Significance across replicates"). ``0`` calls every change the test resolves. The
+        treated cells is 0.52-0.6, which the threshold leaves out (benchmarks README, "A
+        1.5-fold threshold in the test"). ``0`` calls every change the test resolves. The
         log-ratios written do not depend on it.
     treat
         Test against ``min_log_ratio`` rather than against no change (TREAT, McCarthy and
