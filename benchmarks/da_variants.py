@@ -132,8 +132,6 @@ WIDTH_GUARDS = {"width guard 1 SE": 1.0, "width guard 2 SE": 2.0}
 @contextmanager
 def width_guard(n_se: float | None):
     """Within it, the DA tool's ``bandwidth="auto"`` follows :data:`WIDTH_GUARDS`' rule (``None``: unchanged)."""
-    from scipy.special import log_softmax
-
     from scratio.tl import _differential_abundance as tool
 
     original = tool._select_bandwidth
@@ -142,10 +140,8 @@ def width_guard(n_se: float | None):
         width, table, scored = original(condition_log_densities, x, labels, held_out, conditions, s_min)
         if scored is None:
             return width, table, scored
-        log_prior = tool._log_shares(labels, conditions)
         truth = pd.Categorical(labels, categories=conditions).codes[scored.rows]
-        posterior = log_softmax(np.column_stack([scored.log_p[c] for c in conditions]) + log_prior, axis=1)
-        gains = posterior[np.arange(len(truth)), truth] - log_prior[truth]
+        gains = tool._held_out_gains(scored.log_p, truth, tool._log_shares(labels, conditions), conditions)
         if gains.mean() >= n_se * gains.std(ddof=1) / np.sqrt(len(gains)):
             return width, table, scored
         widest = tool.BANDWIDTH_CANDIDATES[-1]

@@ -222,9 +222,9 @@ def differential_abundance(
         ``bool`` calls (``fdr < alpha``).
     ``adata.uns[key_added]["test"]``
         With ``sample_key``: ``statistic``, ``fdr_method``, ``samples`` and ``n_samples`` per
-        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``min_log_ratio`` (the
-        value used), ``treat``, ``alpha``, and per target ``n_permutations`` (assignments evaluated), ``exhaustive``,
-        the ``columns`` written, ``n_significant`` and ``typical_log_ratio`` (the log-ratio the
+        condition, ``strata`` (the ``batch_key``), ``sample_normalization``, ``min_log_ratio``
+        (the value used), ``treat``, ``alpha``, and per target ``n_permutations`` (assignments
+        evaluated), ``exhaustive``, the ``columns`` written, ``n_significant`` and ``typical_log_ratio`` (the log-ratio the
         normalisation takes as unchanged, 0 with ``"none"``: a call is a change relative to it).
     ``adata.uns[key_added]["calibration"]``
         With ``calibrate=True``, one row per target: the ``scale`` applied, the maximum-likelihood
@@ -558,8 +558,7 @@ def _select_bandwidth(
     cell_gains, scored, best = [], [], 0
     for width in candidates:  # narrowest first
         log_p, per_sample = condition_log_densities(held_x, width)
-        posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
-        cell_gains.append(posterior[np.arange(len(held)), truth] - log_prior[truth])
+        cell_gains.append(_held_out_gains(log_p, truth, log_prior, conditions))
         scored.append(ScoredRows(held, width, log_p, per_sample))
         latest = len(cell_gains) - 1
         if cell_gains[latest].mean() > cell_gains[best].mean():
@@ -582,6 +581,18 @@ def _select_bandwidth(
         }
     )
     return candidates[best], table, scored[best]
+
+
+def _held_out_gains(
+    log_p: dict[str, np.ndarray], truth: np.ndarray, log_prior: np.ndarray, conditions: Sequence[str]
+) -> np.ndarray:
+    """Per cell: the log-probability of its condition (code ``truth``) under ``P(condition | x)`` less its prior's.
+
+    Nats that the ratios add to the prior in predicting the cell's condition; the posterior is
+    over ``conditions`` with the prior ``log_prior``.
+    """
+    posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
+    return posterior[np.arange(len(truth)), truth] - log_prior[truth]
 
 
 def _clearly_below(cell_gains: np.ndarray, best: np.ndarray) -> bool:
