@@ -179,6 +179,15 @@ def test_solver_options_validate():
         Solver(precision="bf16")
     with pytest.raises(ValueError, match="Unknown estimator 's3'"):
         ode.log_ratio(None, torch.zeros(1, 2), CODES[0][:1], CODES[1][:1], estimator="s3")
+    with pytest.raises(ValueError, match=r"`condition_weight` must lie in \[0, 1\], got 1.5"):
+        Solver(condition_weight=1.5)
+    field = gaussian_field("shifted", GaussianPath(s_min=0.05), 2)
+    with pytest.raises(
+        ValueError, match="`condition_weight` 0.5 needs a network with `forward_under_conditions`"
+    ):
+        ode.log_ratio(
+            field, torch.zeros(1, 2), CODES[0][:1], CODES[1][:1], solver=Solver(condition_weight=0.5)
+        )
 
 
 def test_evaluate_returns_exact_divergences_for_both_field_kinds():
@@ -197,6 +206,42 @@ def test_evaluate_returns_exact_divergences_for_both_field_kinds():
             torch.testing.assert_close(q, jacobians.diagonal(dim1=1, dim2=2).sum(-1))
             torch.testing.assert_close(v, net(x, t, code)[0])
             torch.testing.assert_close(s, net(x, t, code)[1])
+
+
+def test_condition_weight_mixes_each_conditions_correction_with_the_null_codes():
+    """Velocity, score and divergence: ``null + w (k - null)`` of the correction; at 0 only the base differs."""
+    path = GaussianPath(s_min=0.05)
+    x, codes = _two_gaussian_groups(n=400)
+    torch.manual_seed(3)
+    net = ConditionalFlowNet(4, [2], width=16, base="mixture")
+    net.base.fit(x, codes, path)
+    net.double()
+    for head in (net.velocity_head, net.score_head):  # a correction that depends on the condition
+        torch.nn.init.normal_(head[-1].weight, std=0.3)
+    cells, t = x[::40].double(), torch.tensor(0.4, dtype=torch.float64)
+    n = len(cells)
+    conditions = (torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1, dtype=torch.long))
+    probes = Solver().probes(4, torch.arange(n)).double()
+
+    def fields(weight, relative=False):
+        return net.forward_under_conditions(
+            cells, t, conditions, probes, relative=relative, condition_weight=weight
+        )
+
+    full, none, half = fields(1.0), fields(0.0), fields(0.5)
+    for part_full, part_none, part_half in zip(full, none, half, strict=True):
+        for k in range(2):
+            torch.testing.assert_close(part_half[k], (part_full[k] + part_none[k]) / 2)
+    assert not torch.allclose(full[0][0] - full[0][1], none[0][0] - none[0][1])  # the weight matters
+    bases = net.base.under_conditions(cells, t, conditions, divergence=True)
+    for part, base_part in zip(none, zip(*bases, strict=True), strict=True):
+        torch.testing.assert_close(
+            part[0] - part[1], base_part[0] - base_part[1]
+        )  # only the base tells them apart
+    assert net.cancels_from_ratios(0.0) and not net.cancels_from_ratios(1.0)
+    relative = fields(0.0, relative=True)  # the correction cancels: evaluated once, without its divergence
+    torch.testing.assert_close(relative[2][0], bases[0][2])
+    torch.testing.assert_close(relative[0][0], none[0][0])
 
 
 def _two_gaussian_groups(n=3000, d=4, shift=1.5, seed=0):

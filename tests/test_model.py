@@ -112,14 +112,40 @@ def test_a_network_blind_to_the_conditions_drops_out_of_the_log_ratios():
     blind = sr.RatioFlow(adata, "X_pca", "condition", base="mixture", condition_dim=0, width=32)
     blind.train(30, batch_size=256)
     seen = sr.RatioFlow(adata, "X_pca", "condition", base="mixture", width=32)
-    assert blind.network.cancels_from_ratios and not seen.network.cancels_from_ratios
+    seen.train(30, batch_size=256)
+    assert blind.network.cancels_from_ratios() and not seen.network.cancels_from_ratios()
     cells = adata[:150]
-    ratios = blind.category_log_ratios(cells)
-    likelihoods = blind.category_log_likelihoods(cells, batch_size=7)  # the network's divergence integrated
-    np.testing.assert_allclose(
-        ratios["shifted"] - ratios["reference"], likelihoods["shifted"] - likelihoods["reference"], atol=1e-4
-    )
-    assert (ratios["shifted"] - ratios["reference"]).std() > 0.3  # the base's weights differ
+    # so does a network that sees them, scored with condition_weight=0
+    for model, scoring in ((blind, {}), (seen, {"condition_weight": 0.0})):
+        ratios = model.category_log_ratios(cells, **scoring)
+        likelihoods = model.category_log_likelihoods(
+            cells, batch_size=7, **scoring
+        )  # its divergence integrated
+        np.testing.assert_allclose(
+            ratios["shifted"] - ratios["reference"],
+            likelihoods["shifted"] - likelihoods["reference"],
+            atol=1e-4,
+        )
+        assert (ratios["shifted"] - ratios["reference"]).std() > 0.3  # the base's weights differ
+    weighted = seen.category_log_ratios(cells)
+    assert np.abs((weighted - ratios).to_numpy()).max() > 1e-3  # with weight 1 the network adds its own
+
+
+def test_several_condition_weights_from_one_trajectory_are_each_weights_own():
+    """``condition_weights=[0, 1]``: one column per (weight, category), each the call at that weight."""
+    adata = sr.datasets.shifted_gaussians(600, 3, random_state=1)
+    model = sr.RatioFlow(adata, "X_pca", "condition", base="mixture", width=32)
+    model.train(30, batch_size=256)
+    cells = adata[:120]
+    both = model.category_log_likelihoods(cells, condition_weights=[0.0, 1.0])
+    assert both.columns.names == ["condition_weight", "condition"]
+    assert list(both.columns) == [(w, c) for w in (0.0, 1.0) for c in ("reference", "shifted")]
+    for weight in (0.0, 1.0):
+        alone = model.category_log_likelihoods(cells, condition_weight=weight)
+        np.testing.assert_allclose(both[weight], alone, atol=1e-4)
+    assert np.abs((both[0.0] - both[1.0]).to_numpy()).max() > 1e-3
+    with pytest.raises(ValueError, match="`condition_weights` scores along the trajectory of every key null"):
+        model.category_log_ratios(cells, condition_weights=[0.0, 1.0], condition_weight=0.5)
 
 
 def test_posterior_sums_to_one_and_follows_the_ratio(trained_10d):

@@ -205,16 +205,23 @@ def test_da_outputs(da_result, tmp_path):
     assert params["scaling"] == "per_dimension"
     assert params["bandwidth"] == "auto"  # and the scoring's, chosen by the held-out cells
     assert params["scoring"]["precision"] == params["training"]["precision"] == "32-true"
+    # and how much of the network's dependence on the condition the scores keep, over the mixture base
+    assert params["condition_weight"] == "auto" and params["condition_weight_used"] in (0.0, 1.0)
     selection = uns["bandwidth_selection"]
+    assert list(selection.columns) == ["condition_weight", "bandwidth", "held_out_gain", "chosen"]
+    assert list(selection["condition_weight"].unique()) == [0.0, 1.0]
     widths = [0.4, 0.5, 0.6, 0.8, 1.0, 1.3, 1.6]
-    assert (
-        list(selection["bandwidth"]) == widths[: len(selection)]
-    )  # narrowest first, up to two past the best
+    for _, per_weight in selection.groupby("condition_weight"):
+        assert (
+            list(per_weight["bandwidth"]) == widths[: len(per_weight)]
+        )  # narrowest first, up to two past the best
     assert np.isfinite(selection["held_out_gain"]).all()
     assert selection["chosen"].sum() == 1
-    chosen = selection.loc[selection["chosen"], "bandwidth"].item()
-    assert chosen == params["bandwidth_used"]
-    assert selection.loc[selection["chosen"], "held_out_gain"].item() == selection["held_out_gain"].max()
+    chosen = selection[selection["chosen"]].iloc[0]
+    assert chosen["bandwidth"] == params["bandwidth_used"]
+    assert chosen["condition_weight"] == params["condition_weight_used"]
+    same_weight = selection[selection["condition_weight"] == chosen["condition_weight"]]
+    assert chosen["held_out_gain"] == same_weight["held_out_gain"].max()
     assert np.isfinite(params["final_loss"])
     assert params["scratio_version"] == sr.__version__
     summary = uns["summary"]
@@ -228,7 +235,9 @@ def test_da_outputs(da_result, tmp_path):
     assert back.uns["scratio_da"]["params"]["groupby"] == "cluster"
 
 
-def test_da_bandwidth_is_chosen_by_the_held_out_cells_labels(monkeypatch):
+@pytest.fixture
+def trained_models(monkeypatch):
+    """The models that tools train within the test, in order."""
     trained = []
     train = RatioFlow.train
 
@@ -237,16 +246,24 @@ def test_da_bandwidth_is_chosen_by_the_held_out_cells_labels(monkeypatch):
         return train(self, *args, **kwargs)
 
     monkeypatch.setattr(RatioFlow, "train", keep)
+    return trained
+
+
+def test_da_bandwidth_is_chosen_by_the_held_out_cells_labels(trained_models):
     adata = da_data(800, random_state=5)
     sr.tl.differential_abundance(adata, "condition", "control", "treated", **FAST)
-    (model,) = trained
-    selection = adata.uns["scratio_da"]["bandwidth_selection"].set_index("bandwidth")
+    (model,) = trained_models
+    weight = adata.uns["scratio_da"]["params"]["condition_weight_used"]
+    selection = adata.uns["scratio_da"]["bandwidth_selection"].query("condition_weight == @weight")
+    selection = selection.set_index("bandwidth")
     # each candidate's score: the held-out cells' label log-likelihood under P(treated | x), minus the prior's
     held, treated = model.held_out, (adata.obs["condition"] == "treated").to_numpy()
     prior = np.log(treated.mean() / (1 - treated.mean()))
     sign = np.where(treated[held], 1.0, -1.0)
     for width in selection.index[[0, -1]]:  # the narrowest and the widest scored
-        log_p = model.category_log_likelihoods(adata[held], "condition", solver_steps=2, bandwidth=width)
+        log_p = model.category_log_likelihoods(
+            adata[held], "condition", solver_steps=2, bandwidth=width, condition_weight=weight
+        )
         log_r = (log_p["treated"] - log_p["control"]).to_numpy()
         gain = np.mean(np.logaddexp(0, -sign * prior) - np.logaddexp(0, -sign * (log_r + prior)))
         assert selection.loc[width, "held_out_gain"] == pytest.approx(gain, abs=1e-4)
@@ -284,6 +301,66 @@ def test_da_bandwidth_search_stops_two_widths_clearly_past_the_best(peak, slope,
         assert width == scored[peak]
     assert set(held.log_p) == {"control", "treated"} and len(held.log_p["treated"]) == len(held_out)
     np.testing.assert_array_equal(held.rows, held_out)
+
+
+@pytest.mark.parametrize(("extra_signal", "weight"), [(0.0, 0.0), (1.0, 1.0)])
+def test_da_condition_weight_is_the_least_within_one_standard_error_of_the_best(extra_signal, weight):
+    """The network's dependence on the condition is kept only where the held-out labels clearly ask for it."""
+    from scratio.tl._differential_abundance import _select_scoring
+
+    rng = np.random.default_rng(2)
+    labels = np.repeat(["control", "treated"], 100)
+    sign = np.where(labels == "treated", 1.0, -1.0)
+    base_noise, network_noise = rng.normal(0, 0.5, 200), rng.normal(0, 0.5, 200)
+
+    def log_densities(x, width, weights):
+        # the base separates the labels by 0.3; at weight 1 the network adds noise and `extra_signal`
+        out = {}
+        for weight in weights:
+            log_r = sign[x] * 0.3 + base_noise[x] + weight * (sign[x] * extra_signal + network_noise[x])
+            out[weight] = {"control": -log_r / 2, "treated": log_r / 2}, None
+        return out
+
+    held_out, conditions = np.arange(0, 200, 2), ["control", "treated"]
+    width, chosen, table, held = _select_scoring(
+        log_densities,
+        np.arange(200),
+        labels,
+        held_out,
+        conditions,
+        bandwidth=0.6,
+        weights=(0.0, 1.0),
+        s_min=0.4,
+    )
+    assert (width, chosen) == (0.6, weight)
+    assert list(table.columns) == ["condition_weight", "bandwidth", "held_out_gain", "chosen"]
+    assert table["condition_weight"].tolist() == [0.0, 1.0] and table["bandwidth"].tolist() == [0.6, 0.6]
+    assert table.loc[table["chosen"], "condition_weight"].item() == weight
+    gains = table.set_index("condition_weight")["held_out_gain"]
+    assert gains[1.0] > gains[0.0]  # the highest mean gain would take the network in both cases
+    np.testing.assert_allclose(
+        held.log_p["treated"] - held.log_p["control"],
+        log_densities(held_out, 0.6, [weight])[weight][0]["treated"] * 2,
+    )
+
+
+def test_da_condition_weight_zero_scores_with_the_base_alone(trained_models):
+    """``condition_weight=0``: the model's log-likelihoods with one correction for both conditions."""
+    adata = da_data(600)
+    call = {"bandwidth": 0.6, "n_steps": 100, "batch_size": 256, "width": 32}
+    sr.tl.differential_abundance(adata, "condition", "control", condition_weight=0, **call)
+    (model,) = trained_models
+    params = adata.uns["scratio_da"]["params"]
+    assert params["condition_weight"] == 0 and params["condition_weight_used"] == 0.0
+    assert "bandwidth_selection" not in adata.uns["scratio_da"]  # nothing to choose
+    scores = adata.obs["scratio_da"].to_numpy()
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    for weight, close in ((0.0, True), (1.0, False)):
+        log_p = model.category_log_likelihoods(
+            adata, "condition", solver_steps=2, bandwidth=0.6, condition_weight=weight
+        )
+        expected = (log_p["treated"] - log_p["control"]).to_numpy()
+        assert np.allclose(scores, expected, atol=1e-4) == close
 
 
 def test_da_bandwidth_without_held_out_cells_is_the_fallback():
@@ -678,6 +755,12 @@ BAD_DA = {
         ValueError,
         r"`bandwidth` must be a finite number at least the model's `s_min` \(0.4\), got 0.3.*Pass a larger",
     ),
+    "condition weight out of range": (
+        None,
+        {"condition_weight": 2},
+        ValueError,
+        r"`condition_weight` must be a number in \[0, 1\] or 'auto', got 2",
+    ),
 }
 
 
@@ -903,7 +986,9 @@ def test_da_judges_the_support_by_its_own_scoring_pass(monkeypatch):
     assert record["likelihood"].startswith("log p(x) under the compared conditions' mixture, at bandwidth")
     assert np.isfinite(record["threshold"])
     with pytest.raises(AssertionError, match="a separate pass"):  # no held-out choice: the model's check
-        sr.tl.differential_abundance(adata, "condition", "control", n_steps=50, bandwidth=None, width=16)
+        sr.tl.differential_abundance(
+            adata, "condition", "control", n_steps=50, bandwidth=None, condition_weight=1, width=16
+        )
 
 
 @pytest.mark.parametrize("sample_key", [None, "sample"])
@@ -923,13 +1008,19 @@ def test_da_scores_the_held_out_cells_once_at_the_chosen_width(monkeypatch, samp
     monkeypatch.setattr(RatioFlow, "category_log_likelihoods", counted)
     options = {"sample_key": sample_key, "n_steps": 50, "batch_size": 256, "width": 16, "min_cells": 5}
     searched = sr.tl.differential_abundance(adata, "condition", "control", copy=True, **options)
-    n_widths = len(searched.uns["scratio_da"]["bandwidth_selection"])
+    # one pass over the held-out cells per width, for every condition weight at once
+    n_widths = searched.uns["scratio_da"]["bandwidth_selection"]["bandwidth"].nunique()
     n_held = rows[0]
     assert 0 < n_held < adata.n_obs and rows == [n_held] * n_widths + [adata.n_obs - n_held]
-    width = searched.uns["scratio_da"]["params"]["bandwidth_used"]
-    fixed = sr.tl.differential_abundance(adata, "condition", "control", bandwidth=width, copy=True, **options)
+    params = searched.uns["scratio_da"]["params"]
+    assert (
+        params["condition_weight_used"] == 1.0 or sample_key is None
+    )  # with samples no base: nothing to weigh
+    chosen = {"bandwidth": params["bandwidth_used"], "condition_weight": params["condition_weight_used"]}
+    fixed = sr.tl.differential_abundance(adata, "condition", "control", copy=True, **chosen, **options)
     columns = ["scratio_da"] + (["scratio_da_fdr", "scratio_da_significant"] if sample_key else [])
-    pd.testing.assert_frame_equal(searched.obs[columns], fixed.obs[columns])
+    # at a fixed weight 0 the fixed call takes log-ratios alone, without the correction's divergence: equal to rounding
+    pd.testing.assert_frame_equal(searched.obs[columns], fixed.obs[columns], atol=1e-5)
 
 
 def test_new_cells_outside_the_training_data_are_flagged_with_a_warning():

@@ -28,6 +28,7 @@ SOLVER_OPTIONS = {
     "atol": "atol",
     "bandwidth": "start",  # converted to the time of that bandwidth on the model's path
     "precision": "precision",
+    "condition_weight": "condition_weight",
 }
 
 SCORING_DOC = """\
@@ -43,8 +44,10 @@ solver_options
     (score under both densities smoothed by a Gaussian kernel of this standard deviation, in
     units of each dimension's standard deviation; at least the model's ``s_min``, whose
     smoothing is the default ``None``), ``precision`` (``"32-true"``, the default, or
-    ``"bf16-mixed"``: the network in bfloat16, the integration in float32); see
-    :class:`~scratio.core.Solver`."""
+    ``"bf16-mixed"``: the network in bfloat16, the integration in float32),
+    ``condition_weight`` (with a base: how much of the network's dependence on the conditions
+    the scores keep, in ``[0, 1]``; default 1, the network as trained, 0 the base alone tells the
+    conditions apart); see :class:`~scratio.core.Solver`."""
 
 #: The device keywords (fields of :class:`~scratio.core.ScoringDevices`), documented once there.
 DEVICES_DOC = parameters_section(ScoringDevices.__doc__)

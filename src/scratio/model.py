@@ -418,6 +418,7 @@ class RatioFlow:
         *,
         given: Condition | None = None,
         categories: Sequence[str] | None = None,
+        condition_weights: Sequence[float] | None = None,
         solver: Solver,
         placement: ScoringDevices,
         batch_size: int | None = None,
@@ -439,9 +440,14 @@ class RatioFlow:
             Other keys held fixed (a category or per-cell categories each).
         categories
             Subset of the key's categories (default: all).
+        condition_weights
+            Score at each of these condition weights (the ``condition_weight`` scoring option) at
+            once, along the one trajectory: its field, with every key null, is the same at every
+            weight. The columns are then ``(condition_weight, category)`` pairs. Not with
+            ``given`` or the scoring option.
         batch_size
-            Cells per block. By default ``512 // (n_categories + 1)`` (at least 8): every cell
-            carries one field per category plus the base, and blocks of about 512 field rows
+            Cells per block. By default ``512 // (n_columns + 1)`` (at least 8): every cell
+            carries one field per column plus the base, and blocks of about 512 field rows
             ran fastest (``benchmarks/scale.py``).
         {scoring}
 
@@ -450,8 +456,8 @@ class RatioFlow:
         A cells x categories frame of log-densities.
         """
         frame = self._category_frame(
-            data, key, given, categories, relative=False, solver=solver, placement=placement,
-            batch_size=batch_size,
+            data, key, given, categories, condition_weights, relative=False, solver=solver,
+            placement=placement, batch_size=batch_size,
         )  # fmt: skip
         return frame - self.registration.log_scale
 
@@ -463,6 +469,7 @@ class RatioFlow:
         *,
         given: Condition | None = None,
         categories: Sequence[str] | None = None,
+        condition_weights: Sequence[float] | None = None,
         solver: Solver,
         placement: ScoringDevices,
         batch_size: int | None = None,
@@ -477,7 +484,7 @@ class RatioFlow:
 
         Parameters
         ----------
-        data, key, given, categories
+        data, key, given, categories, condition_weights
             As in :meth:`category_log_likelihoods`.
         batch_size
             Cells per block. By default as in :meth:`category_log_likelihoods`, or 512 when the
@@ -489,35 +496,52 @@ class RatioFlow:
         A cells x categories frame of log-ratios.
         """
         return self._category_frame(
-            data, key, given, categories, relative=True, solver=solver, placement=placement,
-            batch_size=batch_size,
+            data, key, given, categories, condition_weights, relative=True, solver=solver,
+            placement=placement, batch_size=batch_size,
         )  # fmt: skip
 
     def _category_frame(
-        self, data: Data, key: str | None, given: Condition | None, categories: Sequence[str] | None, *,
-        relative: bool, solver: Solver, placement: ScoringDevices, batch_size: int | None,
+        self, data: Data, key: str | None, given: Condition | None, categories: Sequence[str] | None,
+        condition_weights: Sequence[float] | None, *, relative: bool, solver: Solver, placement: ScoringDevices,
+        batch_size: int | None,
     ) -> pd.DataFrame:  # fmt: skip
-        """One column per category of ``key``: its log-ratio to ``given`` alone, or with ``relative=False`` its log-likelihood."""
+        """One column per category of ``key`` (and condition weight): its log-ratio to ``given`` alone, or with ``relative=False`` its log-likelihood."""
         key = self.registration.key(key)
         if given and key in given:
             raise ValueError(f"`given` must not fix the compared key {key!r}.")
+        if condition_weights is not None and (given or solver.condition_weight != 1):
+            raise ValueError(
+                "`condition_weights` scores along the trajectory of every key null, whose field is the same at "
+                "every weight; pass it without `given` and without the scoring option `condition_weight`."
+            )
         categories = list(self.categories[key] if categories is None else categories)
         if batch_size is None:
-            # about 512 rows through the network: one per cell, or one per category and the base
-            shared = relative and self.network.cancels_from_ratios
+            # about 512 rows through the network: one per cell, or one per category and the base (each
+            # category's correction at other weights is computed from these: the same rows)
+            shared = relative and self.network.cancels_from_ratios(solver.condition_weight)
             batch_size = 512 if shared else max(8, 512 // (len(categories) + 1))
         x = self.representation(data)
-        codes = [self.encode({**(given or {}), key: c}, len(x)) for c in categories]
+        weights = [1.0] if condition_weights is None else [float(w) for w in condition_weights]
+        codes = [self.encode({**(given or {}), key: c}, len(x)) for _ in weights for c in categories]
         codes.append(self.encode(given, len(x)))  # the base, whose field the trajectory follows
+        integrate = functools.partial(
+            _category_columns,
+            relative=relative,
+            category_weights=None if condition_weights is None else [w for w in weights for _ in categories],
+        )
         values = self._stream(
-            x, functools.partial(_category_columns, relative=relative), codes, solver=solver,
-            placement=placement, batch_size=batch_size,
-            desc=f"{'log-ratios' if relative else 'log-likelihoods'} ({key})", width=len(categories),
+            x, integrate, codes, solver=solver, placement=placement, batch_size=batch_size,
+            desc=f"{'log-ratios' if relative else 'log-likelihoods'} ({key})", width=len(codes) - 1,
         )  # fmt: skip
         index = (
             data.obs_names if isinstance(data, AnnData) else (self.adata.obs_names if data is None else None)
         )
-        return pd.DataFrame(values, index=index, columns=pd.Index(categories, name=key))
+        columns = (
+            pd.Index(categories, name=key)
+            if condition_weights is None
+            else pd.MultiIndex.from_product([weights, categories], names=["condition_weight", key])
+        )
+        return pd.DataFrame(values, index=index, columns=columns)
 
     def condition_probabilities(
         self,
@@ -711,10 +735,20 @@ def _log_likelihood(network, x, codes, keys, *, solver: Solver) -> torch.Tensor:
     return ode.log_likelihood(network, x, codes[0], solver=solver, index=keys)
 
 
-def _category_columns(network, x, codes, keys, *, solver: Solver, relative: bool) -> torch.Tensor:
+def _category_columns(
+    network,
+    x,
+    codes,
+    keys,
+    *,
+    solver: Solver,
+    relative: bool,
+    category_weights: Sequence[float] | None = None,
+) -> torch.Tensor:
     """Each category's log-ratio to the base, or with ``relative=False`` its log-likelihood."""
     *per_category, base = codes
     ratios, base_log_likelihood = ode.category_log_ratios(
-        network, x, per_category, base, solver=solver, index=keys, base_log_likelihood=not relative
-    )
+        network, x, per_category, base, solver=solver, index=keys, base_log_likelihood=not relative,
+        category_weights=category_weights,
+    )  # fmt: skip
     return ratios if relative else ratios + base_log_likelihood[:, None]

@@ -169,10 +169,13 @@ class ConditionalFlowNet(nn.Module):
         """Whether the learned correction depends on the conditions (not with ``condition_dim=0``)."""
         return self.conditions.dim > 0
 
-    @property
-    def cancels_from_ratios(self) -> bool:
-        """Whether the learned correction drops out of log-ratios: it is blind to the conditions, which a base carries."""
-        return not self.sees_conditions and self.fitted_base is not None
+    def cancels_from_ratios(self, condition_weight: float = 1.0) -> bool:
+        """Whether the learned correction drops out of log-ratios: every condition gets the same one, and a base carries their differences.
+
+        So it is when the correction is blind to the conditions (``condition_dim=0``) or scored
+        with ``condition_weight=0`` (see :meth:`forward_under_conditions`).
+        """
+        return self.fitted_base is not None and (not self.sees_conditions or condition_weight == 0)
 
     def forward_under_conditions(
         self,
@@ -182,6 +185,7 @@ class ConditionalFlowNet(nn.Module):
         probes: torch.Tensor,
         *,
         relative: bool = False,
+        condition_weight: float | Sequence[float] = 1.0,
     ):
         """Velocity, score and divergence of the velocity at the same points under several conditions.
 
@@ -205,25 +209,64 @@ class ConditionalFlowNet(nn.Module):
             ``(P, n, d)`` tangent directions.
         relative
             Whether the divergences may leave out a term common to all conditions, for callers
-            that use only their differences (log-ratios). A correction that does not see the
-            conditions then cancels from them: it is evaluated once, without tangents, and only
-            the base's divergences remain, in closed form. This costs one network pass instead
-            of one per condition and probe.
+            that use only their differences (log-ratios). A correction that is the same under
+            every condition (:meth:`cancels_from_ratios`) then cancels from them: it is
+            evaluated once, without tangents, and only the base's divergences remain, in closed
+            form. This costs one network pass instead of one per condition and probe.
+        condition_weight
+            How much of the correction's dependence on the conditions is kept, for every
+            condition or one weight per condition: under condition ``k`` the correction is
+            ``c_null + w_k * (c_k - c_null)``, with ``c_null`` the correction with every key null
+            (velocity, score and divergence alike, as all are linear in it). ``1``: the network
+            as trained; ``0``: one correction for all conditions, so that only the base tells
+            them apart. The network runs once per code whose own correction enters and once on
+            the null codes where a weight mixes them in (or a code is the null codes), so the
+            same conditions at weights 0 and 1 cost no more network passes than at 1 alone.
 
         Returns
         -------
         Lists of velocities and scores (each ``(n, d)``) and divergences (each ``(n,)``), one per condition.
         """
         n, repeats = len(x), len(codes)
-        if relative and self.cancels_from_ratios:
-            h = self.features(x, t, codes[0])  # the codes do not reach the network
-            velocities, scores = [self.velocity_head(h)] * repeats, [self.score_head(h)] * repeats
-            divergences = [x.new_zeros(n)] * repeats
-        else:
-            velocity, score, divergence = self._correction_with_divergence(
-                x.repeat(repeats, 1), t, torch.cat(codes), probes.repeat(1, repeats, 1)
+        weights = (
+            [float(w) for w in condition_weight]
+            if isinstance(condition_weight, Sequence)
+            else [float(condition_weight)] * repeats
+        )
+        if len(weights) != repeats:
+            raise ValueError(
+                f"{len(weights)} condition weights for {repeats} conditions; pass one per condition."
             )
-            velocities, scores, divergences = velocity.split(n), score.split(n), divergence.split(n)
+        if not self.sees_conditions:  # the correction is the null codes' under every code
+            weights = [0.0] * repeats
+        null = self.conditions.null_codes(n, x.device)
+        if not any(weights):
+            # one correction for every condition: that of the null codes, computed once
+            if relative and self.fitted_base is not None:
+                h = self.features(x, t, null)
+                velocity, score, divergence = self.velocity_head(h), self.score_head(h), x.new_zeros(n)
+            else:
+                velocity, score, divergence = self._correction_with_divergence(x, t, null, probes)
+            velocities, scores, divergences = [velocity] * repeats, [score] * repeats, [divergence] * repeats
+        else:
+            is_null = [torch.equal(code, null) for code in codes]
+            own = [k for k in range(repeats) if weights[k] != 0 and not is_null[k]]
+            with_null = any(w != 1 for w in weights) or any(is_null)
+            batch = [codes[k] for k in own] + ([null] if with_null else [])
+            velocity, score, divergence = self._correction_with_divergence(
+                x.repeat(len(batch), 1), t, torch.cat(batch), probes.repeat(1, len(batch), 1)
+            )
+
+            def per_condition(values: torch.Tensor) -> list[torch.Tensor]:
+                parts = values.split(n)
+                null_part = parts[-1] if with_null else None
+                corrections = []
+                for k, w in enumerate(weights):
+                    own_part = parts[own.index(k)] if k in own else null_part
+                    corrections.append(own_part if w == 1 else null_part + w * (own_part - null_part))
+                return corrections
+
+            velocities, scores, divergences = (per_condition(v) for v in (velocity, score, divergence))
         if self.fitted_base is None:
             return list(velocities), list(scores), list(divergences)
         bases = self.base.under_conditions(x, t, codes, divergence=True)

@@ -14,9 +14,10 @@ back to noise at ``t = 0`` with ``a_1 = 0`` and ``da/dt = dQ/dt`` for the tracke
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.func import jvp, vmap
 from torchdiffeq import odeint
@@ -71,6 +72,12 @@ class Solver:
         :class:`torch.autocast` in bfloat16, about twice as fast on processors with bfloat16
         matrix units (Intel AMX; recent GPUs) and slower on others; the field values are
         rounded to about three significant digits before they enter the float32 integration.
+    condition_weight
+        How much of a :class:`~scratio.core.ConditionalFlowNet`'s learned correction's dependence
+        on the conditions the scored fields keep, in ``[0, 1]``
+        (:meth:`~scratio.core.ConditionalFlowNet.forward_under_conditions`): ``1`` (default) the
+        network as trained; ``0`` the same correction under every condition, so that only its
+        base tells them apart. Other fields take only ``1``.
     """
 
     method: str = "rk4"
@@ -82,6 +89,7 @@ class Solver:
     seed: int = 0
     start: float = 1.0
     precision: str = PRECISIONS[0]
+    condition_weight: float = 1.0
 
     def __post_init__(self) -> None:
         methods = FIXED_STEP_METHODS + ADAPTIVE_METHODS
@@ -95,6 +103,8 @@ class Solver:
             raise ValueError(f"`start` must lie in (0, 1], got {self.start}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"Unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}.")
+        if not 0.0 <= self.condition_weight <= 1.0:
+            raise ValueError(f"`condition_weight` must lie in [0, 1], got {self.condition_weight}.")
 
     @property
     def fixed_step(self) -> bool:
@@ -153,6 +163,7 @@ def evaluate(
     *,
     precision: str = Solver.precision,
     relative: bool = False,
+    condition_weight: float | Sequence[float] = Solver.condition_weight,
 ):
     """Velocity, score and Jacobian quadratic forms of the field under each condition.
 
@@ -182,6 +193,9 @@ def evaluate(
         Whether the caller uses only differences of the quadratic forms between conditions,
         so that a term common to all may be left out
         (:meth:`ConditionalFlowNet.forward_under_conditions <scratio.core.ConditionalFlowNet.forward_under_conditions>`).
+    condition_weight
+        As :class:`Solver`'s, or one per condition; a field without ``forward_under_conditions``
+        takes only ``1``.
 
     Returns
     -------
@@ -190,7 +204,14 @@ def evaluate(
     probes = probes.to(device=x.device, dtype=x.dtype)  # probes are made on the CPU
     with network_precision(precision, x.device):
         if hasattr(field, "forward_under_conditions"):
-            fields = field.forward_under_conditions(x, t, codes, probes, relative=relative)
+            fields = field.forward_under_conditions(
+                x, t, codes, probes, relative=relative, condition_weight=condition_weight
+            )
+        elif np.any(np.asarray(condition_weight) != 1):
+            raise ValueError(
+                f"`condition_weight` {condition_weight} needs a network with `forward_under_conditions` "
+                "(a ConditionalFlowNet); other fields take only 1."
+            )
         else:
             n, repeats = len(x), len(codes)
             x_all, codes_all = x.repeat(repeats, 1), torch.cat(codes)
@@ -253,7 +274,14 @@ def log_ratio(
 
     def rhs(t, state):
         (v_num, v_den, *v_base), (s_num, s_den, *_), (q_num, q_den, *_) = evaluate(
-            field, state[0], t, codes, probes, precision=solver.precision, relative=True
+            field,
+            state[0],
+            t,
+            codes,
+            probes,
+            precision=solver.precision,
+            relative=True,
+            condition_weight=solver.condition_weight,
         )
         divergence = q_den - q_num
         if estimator == "s1":
@@ -285,7 +313,15 @@ def log_likelihood(
     probes = solver.probes(x.shape[1], index)
 
     def rhs(t, state):
-        (v,), _, (q,) = evaluate(field, state[0], t, (codes,), probes, precision=solver.precision)
+        (v,), _, (q,) = evaluate(
+            field,
+            state[0],
+            t,
+            (codes,),
+            probes,
+            precision=solver.precision,
+            condition_weight=solver.condition_weight,
+        )
         return v, -q
 
     with torch.no_grad():
@@ -303,6 +339,7 @@ def category_log_ratios(
     solver: Solver = Solver(),
     index: torch.Tensor | None = None,
     base_log_likelihood: bool = True,
+    category_weights: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Every ``log p(x | c_k) / p(x | base)`` and ``log p(x | base)`` from one trajectory.
 
@@ -311,6 +348,9 @@ def category_log_ratios(
     ``-div v_base``. Without ``base_log_likelihood`` only differences of divergences are
     taken, which costs less for a network blind to the conditions
     (:meth:`ConditionalFlowNet.forward_under_conditions <scratio.core.ConditionalFlowNet.forward_under_conditions>`).
+    ``category_weights`` gives each category its own condition weight in place of the solver's,
+    which the base keeps: the same categories at several weights along one trajectory, whose
+    field, the base's, is the same at every weight when every key of the base is null.
 
     Returns
     -------
@@ -320,10 +360,20 @@ def category_log_ratios(
     index = torch.arange(len(x)) if index is None else index
     probes = solver.probes(x.shape[1], index)
     codes = (*categories, base)
+    weights = (
+        solver.condition_weight if category_weights is None else [*category_weights, solver.condition_weight]
+    )
 
     def rhs(t, state):
         (*v, v_base), (*s, _), (*q, q_base) = evaluate(
-            field, state[0], t, codes, probes, precision=solver.precision, relative=not base_log_likelihood
+            field,
+            state[0],
+            t,
+            codes,
+            probes,
+            precision=solver.precision,
+            relative=not base_log_likelihood,
+            condition_weight=weights,
         )
         dl = torch.stack(
             [q_base - q_k + (s_k * (v_base - v_k)).sum(-1) for v_k, s_k, q_k in zip(v, s, q, strict=True)],

@@ -43,6 +43,10 @@ BANDWIDTH_CANDIDATES = (0.5, 0.6, 0.8, 1.0, 1.3, 1.6)
 BANDWIDTH_PATIENCE = 2
 #: The width ``"auto"`` falls back to without held-out cells: the best on 700 PBMCs.
 FALLBACK_BANDWIDTH = 0.6
+#: ``condition_weight`` chosen by the held-out cells' labels.
+AUTO_CONDITION_WEIGHT = "auto"
+#: The weights of the network's dependence on the condition that ``"auto"`` chooses from, least first.
+CONDITION_WEIGHT_CANDIDATES = (0.0, 1.0)
 #: ``base`` chosen by the design: a mixture base without replicate samples, none with them.
 AUTO_BASE = "auto"
 #: Training steps of the network over the mixture base that ``base="auto"`` picks (see the ``base`` entry).
@@ -70,6 +74,7 @@ def differential_abundance(
     s_min: float = DA_S_MIN,
     base: Literal["auto", "mixture", "gaussian"] | None = AUTO_BASE,
     bandwidth: float | Literal["auto"] | None = AUTO_BANDWIDTH,
+    condition_weight: float | Literal["auto"] = AUTO_CONDITION_WEIGHT,
     calibrate: bool = False,
     n_neighbors: int | None = None,
     options: ToolOptions,
@@ -154,15 +159,17 @@ def differential_abundance(
         Without replicates the mixture made the log-ratios more accurate: on 700 PBMCs (3 seeds)
         it lowered the sd on random labels from 0.196 to 0.096 (MELD 0.093) and raised the
         precision-recall AUC of semi-synthetic effects at delta 0.1 / 0.2 from 0.829 / 0.921
-        to 0.907 / 0.976 (MELD 0.994 / 0.999); on 20,000 cells in 10 PCs from 0.836 / 0.943
-        to 0.950 / 0.992 at delta 0.05 / 0.1 (MELD 0.913 / 0.993) in two thirds of the time.
+        to 0.907 / 0.976 (MELD 0.994 / 0.999), and with ``condition_weight="auto"`` to 0.048
+        and 0.946 / 0.981; on 20,000 cells in 10 PCs from 0.836 / 0.943 to 0.950 / 0.992 at
+        delta 0.05 / 0.1 (MELD 0.913 / 0.993) in two thirds of the time.
         Where a condition moves cells rather than changing how many each state holds (two
         Gaussians, one shifted), its log-ratios are flatter than the exact ones (R² 0.91 and
         0.73 for a small and a large shift, against 0.96-0.97 with ``None``), though they order
         the cells nearly as well (correlation 0.98-0.99): for a condition that moves every
-        cell, such as a stimulation, pass ``None``, the network alone (the default of scratio
-        0.1). ``"gaussian"``: one Gaussian per condition; ``"mixture"`` trains for the model's
-        default steps. Ignored with ``model``.
+        cell, such as a stimulation, pass ``"mixture"``, which trains for the model's default
+        steps (R² 0.96 and 0.95, and on random labels the default's noise, at 3-4 times its
+        time), or ``None``, the network alone (the default of scratio 0.1).
+        ``"gaussian"``: one Gaussian per condition. Ignored with ``model``.
     bandwidth
         Width of the Gaussian kernel, in the same units, that smooths both densities when the
         cells are scored: the model's densities at the time of the flow where they are the
@@ -181,8 +188,30 @@ def differential_abundance(
         effect size, cut the error against the true log-ratio by a quarter and the noise on
         random labels by 30% against 0.4; on 20,000 cells narrower kernels predict and detect
         better (benchmarks README, "Smoothing when scoring"). Scoring the held-out cells (a tenth of
-        the cells) at up to seven widths costs up to 0.7 scoring passes, of which the last pass
-        reuses the chosen width's (it scores the other cells only); a number skips it.
+        the cells) at up to seven widths costs up to 0.7 scoring passes (at both weights of
+        ``condition_weight="auto"`` at once), of which the last pass reuses the chosen width's
+        (it scores the other cells only); a number skips it.
+    condition_weight
+        With a base: how much of the network's own dependence on the condition the scores keep,
+        in ``[0, 1]``. Under each condition the network's correction of the base is its
+        correction under no condition plus ``condition_weight`` times the difference (see "How
+        it works"). ``1``: the network as trained; ``0``: one correction for all conditions,
+        which then differ only through the base (the mixture base: in how many cells each state
+        holds). ``"auto"`` (default) scores the held-out cells at 0 and at 1, each at its own
+        bandwidth, and keeps the network's dependence only where it predicts their conditions
+        better than the base alone by more than one standard error of the paired difference (the
+        one-standard-error rule by which the mixture's shrinkage is chosen; the held-out
+        likelihood alone favoured 1 on almost every dataset, noise included). The choice is
+        written to ``params["condition_weight_used"]`` and every candidate scored to
+        ``uns[key_added]["bandwidth_selection"]``. Without held-out cells, without a base (so with
+        ``sample_key``, by default) or with a network that does not see the condition, it is 1.
+        On 700 PBMCs (3 seeds) ``"auto"`` lowered the random-label sd from 0.096 to 0.048 (MELD
+        0.093; every seed below MELD's) and raised the precision-recall AUC at delta 0.1 / 0.2
+        from 0.907 / 0.976 to 0.946 / 0.981 (MELD 0.994 / 0.999), at a root-mean-square error
+        against the true log-ratio 2-6% higher; where a condition shifts cells it chose 1 (R²
+        unchanged). Both weights come from one trajectory per held-out cell (it follows the field
+        of no condition, which the weight leaves as it is), and where 0 is chosen the last pass
+        needs the network once instead of once per condition.
     calibrate
         Multiply each target's log-ratios by one scale fitted on the cells held out of training
         (``validation_fraction`` of them, 10% by default), so that their size is what those
@@ -226,6 +255,11 @@ def differential_abundance(
         (the value used), ``treat``, ``alpha``, and per target ``n_permutations`` (assignments
         evaluated), ``exhaustive``, the ``columns`` written, ``n_significant`` and ``typical_log_ratio`` (the log-ratio the
         normalisation takes as unchanged, 0 with ``"none"``: a call is a change relative to it).
+    ``adata.uns[key_added]["bandwidth_selection"]``
+        With a choice to make (``bandwidth="auto"``, or ``condition_weight="auto"`` over a base)
+        and held-out cells: one row per candidate scored, with its ``condition_weight``,
+        ``bandwidth``, ``held_out_gain`` (nats per held-out cell against the prior) and whether it
+        was ``chosen``.
     ``adata.uns[key_added]["calibration"]``
         With ``calibrate=True``, one row per target: the ``scale`` applied, the maximum-likelihood
         ``scale_mle``, its ``standard_error``, the ``shrink`` (standard errors subtracted), the
@@ -290,12 +324,14 @@ def differential_abundance(
     with a probe per 16 dimensions, in more than 16 dimensions (on 20,000 cells in 20 PCs the
     same ranking, PR-AUC 0.999 at delta 0.1, in a third of the time), and
     ``divergence="hutchinson"`` in fewer (on 700 PBMCs in 10 PCs, a random-label sd of 0.104
-    against 0.096, in 0.8 times the time). The model option ``condition_dim=0`` hides the
-    condition from that network, so that the conditions differ only through the states'
-    weights: on 700 PBMCs it lowered the random-label sd further, to 0.048, and raised the
-    PR-AUC at delta 0.1 / 0.2 to 0.946 / 0.982, but where a condition moves cells its
-    log-ratios spread a third to two fifths as wide as the exact ones (R² 0.40-0.54), though they still order the cells (correlation
-    0.88-0.96). With ``sample_key`` a mixture base is not calibrated: the test called cells in
+    against 0.096, in 0.8 times the time). ``condition_weight="auto"`` drops the network's
+    dependence on the condition where the held-out cells do not ask for it, so that the
+    conditions differ only through the states' weights; the model option ``condition_dim=0``
+    hides the condition from the network always: on 700 PBMCs both lowered the random-label sd
+    to 0.048 and raised the PR-AUC at delta 0.1 to 0.946, but where a condition moves cells
+    ``condition_dim=0``'s log-ratios spread a third to two fifths as wide as the exact ones (R²
+    0.40-0.54), though they still order the cells (correlation 0.88-0.96), where ``"auto"``
+    kept the network in every run. With ``sample_key`` a mixture base is not calibrated: the test called cells in
     2 to 4 of 10 composition-noise nulls (benchmarks README, "A mixture base"), and the tool
     warns.
 
@@ -320,6 +356,7 @@ def differential_abundance(
     if n_permutations < 2:
         raise ValueError(f"`n_permutations` must be at least 2, got {n_permutations}.")
     check_sample_normalization(sample_normalization)
+    _check_condition_weight(condition_weight)
     min_log_ratio = _min_log_ratio(min_log_ratio, treat, sample_key)
     if calibrate:
         _check_calibration(adata.n_obs, options, sample_key)
@@ -358,36 +395,60 @@ def differential_abundance(
     compared = [reference, *targets]
     # Log-likelihoods cost no more than log-ratios unless the network drops out of the ratios;
     # then they also tell which cells lie outside the training data, with no pass of their own.
-    absolute = not model.network.cancels_from_ratios
+    absolute = not model.network.cancels_from_ratios(
+        1.0 if condition_weight == AUTO_CONDITION_WEIGHT else condition_weight
+    )
 
-    def condition_log_densities(x: np.ndarray, width: float | None):
-        """``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame.
+    def condition_log_densities(x: np.ndarray, width: float | None, weights: Sequence[float]):
+        """Per condition weight: ``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame.
 
-        Without ``absolute`` both less ``log p(x)``, common to every condition and sample; only
-        their differences enter the log-ratios and the test.
+        Several weights come from one trajectory per cell. Without ``absolute`` both less
+        ``log p(x)``, common to every condition and sample; only their differences enter the
+        log-ratios and the test.
         """
         scoring = {**run.scoring, "bandwidth": width}
+        if len(weights) > 1:
+            scoring["condition_weights"] = weights
+        elif weights[0] != 1:
+            scoring["condition_weight"] = weights[0]
         score = model.category_log_likelihoods if absolute else model.category_log_ratios
-        if groups is None:
-            frame = score(x, condition_key, categories=compared, **scoring)
-            return {c: frame[c].to_numpy(np.float64) for c in compared}, None
-        frame = score(x, sample_key, **scoring)
-        # each condition's density is the equal-weight mixture of its samples' densities
-        log_p = {c: logsumexp(frame[s].to_numpy(np.float64), axis=1, b=1 / len(s)) for c, s in groups.items()}
-        return log_p, frame
+        key, names = (condition_key, compared) if groups is None else (sample_key, None)
+        frame = score(x, key, categories=names, **scoring)
+        out = {}
+        for weight in weights:
+            at_weight = frame[weight] if len(weights) > 1 else frame
+            if groups is None:
+                out[weight] = {c: at_weight[c].to_numpy(np.float64) for c in compared}, None
+            else:
+                # each condition's density is the equal-weight mixture of its samples' densities
+                out[weight] = (
+                    {
+                        c: logsumexp(at_weight[s].to_numpy(np.float64), axis=1, b=1 / len(s))
+                        for c, s in groups.items()
+                    },
+                    at_weight,
+                )
+        return out
 
-    bandwidth_used, selection, held = bandwidth, None, None
-    if bandwidth == AUTO_BANDWIDTH:
+    weights = _condition_weights(condition_weight, model.network)
+    if bandwidth == AUTO_BANDWIDTH or len(weights) > 1:
         # a passed model's held-out cells need not be these; with calibrate=True they fit the scale,
-        # and a width chosen on them too would inflate it
+        # and a choice made on them too would inflate it
         held_out = model.held_out if options.model is None and not calibrate else None
-        bandwidth_used, selection, held = _select_bandwidth(
-            condition_log_densities, run.x, run.labels(condition_key), held_out, compared, model.path.s_min
-        )
-    if held is None:
-        log_p, per_sample = condition_log_densities(run.x, bandwidth_used)
+        bandwidth_used, weight_used, selection, held = _select_scoring(
+            condition_log_densities, run.x, run.labels(condition_key), held_out, compared,
+            bandwidth=bandwidth, weights=weights, s_min=model.path.s_min,
+        )  # fmt: skip
     else:
-        log_p, per_sample = held.completed(condition_log_densities, run.x)
+        bandwidth_used, weight_used, selection, held = bandwidth, weights[0], None, None
+
+    def at_choice(x: np.ndarray, width: float | None):
+        return condition_log_densities(x, width, (weight_used,))[weight_used]
+
+    if held is None:
+        log_p, per_sample = at_choice(run.x, bandwidth_used)
+    else:
+        log_p, per_sample = held.completed(at_choice, run.x)
     support = None
     if absolute and held is not None:
         support = _compared_support(log_p, held.log_p, run.labels(condition_key), compared, bandwidth_used)
@@ -465,6 +526,8 @@ def differential_abundance(
         "base_used": model.network.config.get("base"),  # a passed model's own
         "bandwidth": bandwidth,
         "bandwidth_used": bandwidth_used,
+        "condition_weight": condition_weight,
+        "condition_weight_used": weight_used,
         "calibrate": calibrate,
         "n_neighbors": n_neighbors,
         "categories": {k: v for k, v in run.categories.items() if k in (condition_key, sample_key)},
@@ -527,31 +590,117 @@ class ScoredRows:
         return log_p, pd.DataFrame(values, columns=self.per_sample.columns)
 
 
-def _select_bandwidth(
+def _condition_weights(condition_weight: float | str, network) -> tuple[float, ...]:
+    """The condition weights to choose among: the candidates for ``"auto"`` where a choice exists, else the one given."""
+    if isinstance(condition_weight, str):
+        # without a base a weight only shrinks every ratio; a network blind to the condition has none to weigh
+        return (
+            CONDITION_WEIGHT_CANDIDATES
+            if network.fitted_base is not None and network.sees_conditions
+            else (1.0,)
+        )
+    return (float(condition_weight),)
+
+
+def _check_condition_weight(condition_weight: float | str) -> None:
+    """``"auto"`` or a number in ``[0, 1]``, before training."""
+    if isinstance(condition_weight, str) and condition_weight == AUTO_CONDITION_WEIGHT:
+        return
+    if not (is_finite_number(condition_weight) and 0 <= condition_weight <= 1):
+        raise ValueError(
+            f"`condition_weight` must be a number in [0, 1] or {AUTO_CONDITION_WEIGHT!r}, got {condition_weight!r}."
+        )
+
+
+def _select_scoring(
     condition_log_densities, x: np.ndarray, labels: np.ndarray, held_out: np.ndarray | None,
+    conditions: Sequence[str], *, bandwidth: float | str | None, weights: Sequence[float], s_min: float,
+) -> tuple[float | None, float, pd.DataFrame | None, ScoredRows | None]:  # fmt: skip
+    """The bandwidth (with ``bandwidth="auto"``) and the condition weight (among ``weights``) that score the cells.
+
+    For each weight the width is chosen as :func:`_select_bandwidth` chooses it, or is the one
+    given. Among the weights, the least whose held-out gain at its width lies within one
+    standard error of the best's (of their paired difference over the held-out cells): the
+    network's own dependence on the condition is kept only where the held-out labels clearly
+    ask for it, as the mixture base's shrinkage is chosen. Returns the width, the weight, the
+    table of every candidate scored and what the held-out cells scored at the choice (the last
+    two ``None`` without enough held-out cells, when the width falls back to
+    :data:`FALLBACK_BANDWIDTH` and the weight to 1, the network as trained).
+    """
+    auto_width = isinstance(bandwidth, str)
+    held = np.empty(0, dtype=int) if held_out is None else held_out[np.isin(labels[held_out], conditions)]
+    if len(held) < MIN_VALIDATION_CELLS:
+        width = max(FALLBACK_BANDWIDTH, s_min) if auto_width else bandwidth
+        weight = max(weights)
+        logger.info(
+            f"differential_abundance: {len(held)} held-out cells of the compared conditions to choose the "
+            f"bandwidth and condition weight from (at least {MIN_VALIDATION_CELLS}; none with "
+            "`validation_fraction=0`, a passed `model` or `calibrate=True`); "
+            f"using bandwidth {width} and condition weight {weight:g}"
+        )
+        return width, weight, None, None
+    truth, log_prior = (
+        pd.Categorical(labels, categories=conditions).codes[held],
+        _log_shares(labels, conditions),
+    )
+    held_x, by_width = (
+        x[held],
+        {},
+    )  # every weight's values at a width come from one pass over the held-out cells
+
+    def scored_at(weight: float):
+        def log_densities(rows_x: np.ndarray, width: float | None):
+            if width not in by_width:
+                by_width[width] = condition_log_densities(rows_x, width, weights)
+            return by_width[width][weight]
+
+        return log_densities
+
+    found = {}  # per weight: the held-out cells' gains at its width, its table of widths, what they scored
+    for weight in weights:
+        at_weight = scored_at(weight)
+        if auto_width:
+            _, table, scored = _select_bandwidth(at_weight, x, labels, held, conditions, s_min)
+        else:
+            scored, table = ScoredRows(held, bandwidth, *at_weight(held_x, bandwidth)), None
+        gains = _held_out_gains(scored.log_p, truth, log_prior, conditions)
+        if table is None:
+            table = pd.DataFrame(
+                {"bandwidth": [bandwidth or s_min], "held_out_gain": [gains.mean()], "chosen": [True]}
+            )
+        found[weight] = (gains, table, scored)
+    best = max(found, key=lambda w: found[w][0].mean())
+    weight = next(w for w in sorted(found) if _within_one_standard_error(found[w][0], found[best][0]))
+    gains, _, scored = found[weight]
+    table = pd.concat(
+        [t.assign(condition_weight=w, chosen=t["chosen"] & (w == weight)) for w, (_, t, _) in found.items()],
+        ignore_index=True,
+    )[["condition_weight", "bandwidth", "held_out_gain", "chosen"]]
+    chosen = f"bandwidth {scored.width}" + (f" and condition weight {weight:g}" if len(weights) > 1 else "")
+    logger.info(
+        f"differential_abundance: {chosen} chosen by the labels of {len(held)} held-out cells "
+        f"({gains.mean():.3g} nats per cell against the prior)"
+    )
+    return scored.width, weight, table, scored
+
+
+def _select_bandwidth(
+    condition_log_densities, x: np.ndarray, labels: np.ndarray, held_out: np.ndarray,
     conditions: Sequence[str], s_min: float,
-) -> tuple[float, pd.DataFrame | None, ScoredRows | None]:  # fmt: skip
+) -> tuple[float, pd.DataFrame, ScoredRows]:  # fmt: skip
     """The bandwidth whose ``P(condition | x)`` gives the held-out cells' labels the highest likelihood.
 
-    Also returns the table of the candidates scored and what the held-out cells scored at the
-    chosen bandwidth (both ``None`` without enough held-out cells). Candidates are scored from
-    the narrowest until :data:`BANDWIDTH_PATIENCE` in a row score clearly below the best.
+    Also returns the table of the candidates scored and what the held-out cells (those of
+    ``held_out`` in the compared ``conditions``, at least :data:`MIN_VALIDATION_CELLS`) scored at
+    the chosen bandwidth. Candidates are scored from the narrowest until
+    :data:`BANDWIDTH_PATIENCE` in a row score clearly below the best.
 
     A candidate's score is the mean log-likelihood of the held-out cells' conditions under the
     posterior over the compared conditions, with their shares in the data as prior, minus that
     of the prior alone: nats per cell that the smoothed ratios add.
     """
     candidates = [s_min, *(h for h in BANDWIDTH_CANDIDATES if h > s_min)]
-    held = np.empty(0, dtype=int) if held_out is None else held_out[np.isin(labels[held_out], conditions)]
-    if len(held) < MIN_VALIDATION_CELLS:
-        fallback = max(FALLBACK_BANDWIDTH, s_min)
-        logger.info(
-            f"differential_abundance: {len(held)} held-out cells of the compared conditions to choose the "
-            f"bandwidth from (at least {MIN_VALIDATION_CELLS}; none with `validation_fraction=0`, a passed `model` or "
-            "`calibrate=True`); "
-            f"using {fallback}"
-        )
-        return fallback, None, None
+    held = held_out[np.isin(labels[held_out], conditions)]
     codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
     log_prior = _log_shares(labels, conditions)
     truth, held_x = codes[held], x[held]
@@ -569,10 +718,6 @@ def _select_bandwidth(
         ):
             break
     gains = [float(g.mean()) for g in cell_gains]
-    logger.info(
-        f"differential_abundance: bandwidth {candidates[best]} chosen by the labels of {len(held)} held-out "
-        f"cells ({gains[best]:.3g} nats per cell against the prior)"
-    )
     table = pd.DataFrame(
         {
             "bandwidth": candidates[: len(gains)],
@@ -593,6 +738,12 @@ def _held_out_gains(
     """
     posterior = log_softmax(np.column_stack([log_p[c] for c in conditions]) + log_prior, axis=1)
     return posterior[np.arange(len(truth)), truth] - log_prior[truth]
+
+
+def _within_one_standard_error(cell_gains: np.ndarray, best: np.ndarray) -> bool:
+    """Whether a candidate's held-out gains trail the best's by at most one standard error of their paired difference."""
+    difference = best - cell_gains
+    return bool(difference.mean() <= difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 def _clearly_below(cell_gains: np.ndarray, best: np.ndarray) -> bool:
