@@ -35,21 +35,26 @@ def da_tool_model(adata, params: dict, random_state: int, **train_kwargs) -> sr.
     return model.train(params["n_steps"], batch_size=params["batch_size"], **train_kwargs)
 
 
-def da_log_ratios(model: sr.RatioFlow, bandwidth: float, **divergence) -> np.ndarray:
+def da_log_ratios(model: sr.RatioFlow, bandwidth: float, **scoring) -> np.ndarray:
     """``log p(x | treated) - log p(x | control)`` of every cell at ``bandwidth``, with the DA tool's solver steps.
 
-    ``divergence``: the call's options (:func:`divergence_of`).
+    ``scoring``: the call's options (:func:`scoring_of`).
     """
     log_p = model.category_log_likelihoods(
-        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth, **divergence
+        key="condition", solver_steps=_DA_DEFAULTS["solver_steps"].default, bandwidth=bandwidth, **scoring
     )
     return (log_p["treated"] - log_p["control"]).to_numpy(np.float64)
 
 
-def divergence_of(params: dict) -> dict:
-    """The divergence options a tool call scored with (``divergence`` and any ``n_probes``), from its params."""
+def scoring_of(params: dict) -> dict:
+    """The scoring options a tool call used besides the width, from its params.
+
+    ``divergence`` and any ``n_probes``, and the DA tool's ``condition_weight`` (calls made before
+    it existed scored with 1).
+    """
     scoring = params["scoring"]
-    return {name: scoring[f"{name}_used"] for name in ("divergence", "n_probes") if f"{name}_used" in scoring}
+    used = {name: scoring[f"{name}_used"] for name in ("divergence", "n_probes") if f"{name}_used" in scoring}
+    return used | {"condition_weight": params.get("condition_weight_used", 1.0)}
 
 
 def numpy_scalar(value):

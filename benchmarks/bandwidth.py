@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from _common import DA_MODEL, da_log_ratios, da_tool_model, divergence_of, machine
+from _common import DA_MODEL, da_log_ratios, da_tool_model, machine, scoring_of
 from noise_floor import da_row, meld_score, noise_row, random_labels
 from scipy.special import softmax
 
@@ -64,7 +64,7 @@ def score_dataset(adata, seed, bandwidths, is_da, validation_fraction=None):
     is_treated = (adata.obs["condition"] == "treated").to_numpy()
     rows, log_rs, total_gains = [], [], []
     for h in bandwidths:
-        log_r = da_log_ratios(model, h, **divergence_of(params))
+        log_r = da_log_ratios(model, h, **scoring_of(params))
         gains = held_out_gains(log_r, is_treated, model.held_out)
         log_rs.append(log_r)
         total_gains.append(gains.sum())

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import DA_MODEL, da_log_ratios, da_tool_model, divergence_of, machine
+from _common import DA_MODEL, da_log_ratios, da_tool_model, machine, scoring_of
 from bandwidth import BANDWIDTHS, held_out_gains
 from noise_floor import da_row, meld_score, noise_row, random_labels
 
@@ -53,7 +53,7 @@ def scored_models(adata, seed, n_models):
         model = da_tool_model(adata, params, seed + MODEL_SEED_STRIDE * k)
         models.append(
             (
-                np.array([da_log_ratios(model, h, **divergence_of(params)) for h in BANDWIDTHS]),
+                np.array([da_log_ratios(model, h, **scoring_of(params)) for h in BANDWIDTHS]),
                 model.held_out,
             )
         )

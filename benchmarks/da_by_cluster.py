@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import da_log_ratios, da_tool_model, divergence_of, machine
+from _common import da_log_ratios, da_tool_model, machine, scoring_of
 from da_speed import cells
 from noise_floor import meld_score
 from sklearn.metrics import average_precision_score
@@ -60,7 +60,7 @@ def ensemble(adata, params, clusters, is_da, n_models, seed):
     scores = []
     for k in range(n_models):
         model = da_tool_model(adata, params, seed + 1000 * (k + 1))
-        scores.append(da_log_ratios(model, params["bandwidth_used"], **divergence_of(params)))
+        scores.append(da_log_ratios(model, params["bandwidth_used"], **scoring_of(params)))
     scores = np.array(scores)
     deviations = np.array([s - pd.Series(s).groupby(clusters).transform("mean").to_numpy() for s in scores])
     correlation = np.atleast_2d(np.corrcoef(deviations))[np.triu_indices(n_models, 1)]  # none for one model

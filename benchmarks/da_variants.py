@@ -2,8 +2,10 @@
 
 ``sr.tl.differential_abundance(adata, "condition", reference="control", target="treated",
 use_rep="X_pca", random_state=seed)`` with its defaults (since 2026-12-07 a mixture base and 100 training
-steps; results written before then call "default" what is now ``"no base"``, ``base=None``), and the same call
-with one option changed (``--variants``): every column of ``X_pca`` (``n_pcs=None``, "all PCs"), ``scaling="global"`` (the representation scaled by one number, its root mean
+steps, and later that day ``condition_weight="auto"``; results written before these call "default" what is now
+``"no base"``, ``base=None``, or ``"condition weight 1"``), and the same call with one option changed
+(``--variants``): ``condition_weight=1`` or ``0`` (the network's dependence on the condition kept whole or
+dropped, instead of chosen on the held-out cells), every column of ``X_pca`` (``n_pcs=None``, "all PCs"), ``scaling="global"`` (the representation scaled by one number, its root mean
 variance, instead of each dimension to unit sd), ``base="gaussian"`` (the network learns the residual around
 the exact fields of a Gaussian per condition, shrunk towards the pooled Gaussian by the held-out
 label log-likelihood), ``base="mixture"`` (around a Gaussian mixture whose components the conditions share;
@@ -26,7 +28,9 @@ half of them shifted by ``--locs`` along the diagonal, written as ``delta``), a 
 the shares of states, with the exact per-cell log-ratio. MELD on all PCs in the same run.
 Reported per call: noise sd and share beyond log 1.5, PR-AUC, NAR, CSP, RMSE (``noise_floor.py``), on
 shifted Gaussians R² and Pearson correlation against the exact log-ratio (MELD: its logit, the log-ratio for
-conditions of equal size), the base's shrinkage, the width ``bandwidth="auto"`` chose (and the held-out gain of every width it scored), and the wall time.
+conditions of equal size), the base's shrinkage, the width ``bandwidth="auto"`` chose (and the held-out gain of every width it scored, per condition weight;
+runs before the weight was chosen have one weight, 1, and record the widths alone), the condition weight chosen,
+and the wall time.
 
     OMP_NUM_THREADS=1 python benchmarks/da_variants.py --deltas 0.1 0.2 0.4 --variants default "global scaling" \
         --out benchmarks/results/scaling.json           # about 5 min on one core
@@ -67,6 +71,9 @@ import scratio as sr
 VARIANTS = {
     "default": {},
     "no base": {"base": None},
+    "condition weight 1": {"condition_weight": 1},
+    "condition weight 0": {"condition_weight": 0},
+    "all PCs, condition weight 1": {"n_pcs": None, "condition_weight": 1},
     "all PCs": {"n_pcs": None},
     "no base, all PCs": {"base": None, "n_pcs": None},
     "global scaling": {"scaling": "global"},
@@ -181,14 +188,18 @@ def score_dataset(adata, seed, part, variants):
         values = out.obs["scratio_da"].to_numpy(float)
         params = out.uns["scratio_da"]["params"]
         selection = out.uns["scratio_da"].get("bandwidth_selection")
-        gains = (
+        gains = (  # per condition weight scored, per width
             None
             if selection is None
-            else dict(zip(selection["bandwidth"], selection["held_out_gain"].round(6), strict=True))
+            else {
+                weight: dict(zip(table["bandwidth"], table["held_out_gain"].round(6), strict=True))
+                for weight, table in selection.groupby("condition_weight")
+            }
         )
         rows.append({"method": name, **noise_row(values), **metrics(values, adata),
                      "seconds": round(seconds, 2), "bandwidth_used": params["bandwidth_used"], "held_out_gains": gains,
-                     "n_dims": params["n_dims"], "shrinkage": params["training"].get("base_shrinkage")})  # fmt: skip
+                     "n_dims": params["n_dims"], "shrinkage": params["training"].get("base_shrinkage"),
+                     "condition_weight_used": params.get("condition_weight_used")})  # fmt: skip
     meld, seconds = meld_score(adata, adata.obsm["X_pca"].shape[1], seed)
     rows.append({"method": "meld", **noise_row(meld), **metrics(meld, adata),
                  "seconds": round(seconds, 2)})  # fmt: skip

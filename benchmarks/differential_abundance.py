@@ -152,7 +152,8 @@ def run_scratio(adata, setting, seed):
     )  # fmt: skip
     params = result.uns["scratio_da"]["params"]
     info = {"n_steps": params["n_steps"], "best_step": params["training"].get("best_step"),
-            "s_min": params["schedule"]["s_min"], "bandwidth_used": params.get("bandwidth_used")}  # fmt: skip
+            "s_min": params["schedule"]["s_min"], "bandwidth_used": params.get("bandwidth_used"),
+            "condition_weight_used": params.get("condition_weight_used")}  # fmt: skip
     return result.obs["scratio_da"].to_numpy(np.float64), info
 
 

@@ -2,7 +2,8 @@
 
 Each tool trains its own model (default training length and network) and scores every cell
 on the package's simulators, which also give the answer each result is checked against. The
-differential-abundance tool runs twice: with its defaults and with ``base=None``.
+differential-abundance tool runs three times: with its defaults, with ``base=None`` and with
+``condition_weight=1``.
 
     python benchmarks/tools_timing.py            # writes results/tools_timing.json
 """
@@ -35,10 +36,12 @@ def main():
     results = {"setting": vars(args), "tools": {}}
 
     adata = sr.datasets.shifted_gaussians(n, d, direction=np.full(d, 2 / np.sqrt(d)))
-    # the default, and the network alone (the default before 2026-12-07) in the same run
+    # the default, the network alone (the default before 2026-12-07) and the network's dependence on the
+    # condition kept whole (the default before condition_weight="auto", later that day) in the same run
     for name, kwargs in (
         ("differential_abundance", {}),
         ("differential_abundance, base=None", {"base": None}),
+        ("differential_abundance, condition_weight=1", {"condition_weight": 1}),
     ):
         seconds = timed(sr.tl.differential_abundance, adata, "condition", "reference", "shifted", **kwargs)
         truth, estimate = adata.obs["true_log_ratio"], adata.obs["scratio_da"]
