@@ -515,13 +515,15 @@ class RatioFlow:
                 "every weight; pass it without `given` and without the scoring option `condition_weight`."
             )
         categories = list(self.categories[key] if categories is None else categories)
+        weights = (
+            [solver.condition_weight] if condition_weights is None else [float(w) for w in condition_weights]
+        )
         if batch_size is None:
             # about 512 rows through the network: one per cell, or one per category and the base (each
             # category's correction at other weights is computed from these: the same rows)
-            shared = relative and self.network.cancels_from_ratios(solver.condition_weight)
+            shared = relative and self.network.cancels_from_ratios(max(weights))
             batch_size = 512 if shared else max(8, 512 // (len(categories) + 1))
         x = self.representation(data)
-        weights = [1.0] if condition_weights is None else [float(w) for w in condition_weights]
         codes = [self.encode({**(given or {}), key: c}, len(x)) for _ in weights for c in categories]
         codes.append(self.encode(given, len(x)))  # the base, whose field the trajectory follows
         integrate = functools.partial(

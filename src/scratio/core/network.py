@@ -220,8 +220,9 @@ class ConditionalFlowNet(nn.Module):
             (velocity, score and divergence alike, as all are linear in it). ``1``: the network
             as trained; ``0``: one correction for all conditions, so that only the base tells
             them apart. The network runs once per code whose own correction enters and once on
-            the null codes where a weight mixes them in (or a code is the null codes), so the
-            same conditions at weights 0 and 1 cost no more network passes than at 1 alone.
+            the null codes where a weight below 1 mixes them in (a code that is the null codes
+            has their correction at any weight), so the same conditions at weights 0 and 1 cost
+            no more network passes than at 1 alone.
 
         Returns
         -------
@@ -237,9 +238,12 @@ class ConditionalFlowNet(nn.Module):
             raise ValueError(
                 f"{len(weights)} condition weights for {repeats} conditions; pass one per condition."
             )
-        if not self.sees_conditions:  # the correction is the null codes' under every code
-            weights = [0.0] * repeats
         null = self.conditions.null_codes(n, x.device)
+        # the null codes' correction is the same at any weight, and a blind network's is it under every code
+        weights = [
+            w if self.sees_conditions and not torch.equal(code, null) else 0.0
+            for w, code in zip(weights, codes, strict=True)
+        ]
         if not any(weights):
             # one correction for every condition: that of the null codes, computed once
             if relative and self.fitted_base is not None:
@@ -249,9 +253,8 @@ class ConditionalFlowNet(nn.Module):
                 velocity, score, divergence = self._correction_with_divergence(x, t, null, probes)
             velocities, scores, divergences = [velocity] * repeats, [score] * repeats, [divergence] * repeats
         else:
-            is_null = [torch.equal(code, null) for code in codes]
-            own = [k for k in range(repeats) if weights[k] != 0 and not is_null[k]]
-            with_null = any(w != 1 for w in weights) or any(is_null)
+            own = [k for k, w in enumerate(weights) if w != 0]
+            with_null = any(w != 1 for w in weights)
             batch = [codes[k] for k in own] + ([null] if with_null else [])
             velocity, score, divergence = self._correction_with_divergence(
                 x.repeat(len(batch), 1), t, torch.cat(batch), probes.repeat(1, len(batch), 1)

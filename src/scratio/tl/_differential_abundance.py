@@ -406,17 +406,14 @@ def differential_abundance(
         ``log p(x)``, common to every condition and sample; only their differences enter the
         log-ratios and the test.
         """
-        scoring = {**run.scoring, "bandwidth": width}
-        if len(weights) > 1:
-            scoring["condition_weights"] = weights
-        elif weights[0] != 1:
-            scoring["condition_weight"] = weights[0]
         score = model.category_log_likelihoods if absolute else model.category_log_ratios
         key, names = (condition_key, compared) if groups is None else (sample_key, None)
-        frame = score(x, key, categories=names, **scoring)
+        frame = score(
+            x, key, categories=names, condition_weights=weights, **{**run.scoring, "bandwidth": width}
+        )
         out = {}
         for weight in weights:
-            at_weight = frame[weight] if len(weights) > 1 else frame
+            at_weight = frame[weight]
             if groups is None:
                 out[weight] = {c: at_weight[c].to_numpy(np.float64) for c in compared}, None
             else:
@@ -685,22 +682,21 @@ def _select_scoring(
 
 
 def _select_bandwidth(
-    condition_log_densities, x: np.ndarray, labels: np.ndarray, held_out: np.ndarray,
+    condition_log_densities, x: np.ndarray, labels: np.ndarray, held: np.ndarray,
     conditions: Sequence[str], s_min: float,
 ) -> tuple[float, pd.DataFrame, ScoredRows]:  # fmt: skip
     """The bandwidth whose ``P(condition | x)`` gives the held-out cells' labels the highest likelihood.
 
-    Also returns the table of the candidates scored and what the held-out cells (those of
-    ``held_out`` in the compared ``conditions``, at least :data:`MIN_VALIDATION_CELLS`) scored at
-    the chosen bandwidth. Candidates are scored from the narrowest until
-    :data:`BANDWIDTH_PATIENCE` in a row score clearly below the best.
+    Also returns the table of the candidates scored and what the held-out cells (``held``, rows
+    of the compared ``conditions``, at least :data:`MIN_VALIDATION_CELLS`) scored at the chosen
+    bandwidth. Candidates are scored from the narrowest until :data:`BANDWIDTH_PATIENCE` in a
+    row score clearly below the best.
 
     A candidate's score is the mean log-likelihood of the held-out cells' conditions under the
     posterior over the compared conditions, with their shares in the data as prior, minus that
     of the prior alone: nats per cell that the smoothed ratios add.
     """
     candidates = [s_min, *(h for h in BANDWIDTH_CANDIDATES if h > s_min)]
-    held = held_out[np.isin(labels[held_out], conditions)]
     codes = pd.Categorical(labels, categories=conditions).codes  # -1 outside the compared conditions
     log_prior = _log_shares(labels, conditions)
     truth, held_x = codes[held], x[held]
