@@ -158,6 +158,8 @@ def test_posterior_sums_to_one_and_follows_the_ratio(trained_10d):
     assert np.corrcoef(log_odds, truth[:300])[0, 1] > 0.9
     tilted = model.condition_probabilities(adata[:300], prior={"shifted": 0.9, "reference": 0.1})
     assert (tilted["shifted"] >= posterior["shifted"] - 1e-6).all()
+    with pytest.raises(TypeError, match="pass the scoring option `condition_weight=w`"):
+        model.condition_probabilities(adata[:300], condition_weights=[0.0, 1.0])
 
 
 def test_log_likelihood_is_in_the_units_of_the_representation(trained_2d):

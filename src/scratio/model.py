@@ -564,8 +564,14 @@ class RatioFlow:
             ``"uniform"``, ``"empirical"`` (category frequencies of the attached AnnData) or a
             mapping from category to prior weight.
         kwargs
-            Scoring options of :meth:`category_log_ratios`.
+            Scoring options of :meth:`category_log_ratios`, one condition weight at most
+            (``condition_weight=``): a posterior is over the categories at one weight.
         """
+        if "condition_weights" in kwargs:
+            raise TypeError(
+                "condition_probabilities() gives the posterior at one condition weight; pass the scoring "
+                "option `condition_weight=w` instead of `condition_weights`."
+            )
         key = self.registration.key(key)
         # the posterior needs only differences between categories
         log_ratios = self.category_log_ratios(data, key, given=given, **kwargs)
