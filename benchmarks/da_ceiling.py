@@ -45,6 +45,10 @@ import scratio as sr
 WIDTHS = [0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0]
 NEIGHBOURS = [10, 30, 60, 100]
 COMPONENTS = [2, 4, 8, 16]
+#: Components of the mixtures of ``--mixture-forms``.
+MORE_COMPONENTS = [2, 4, 8, 16, 32, 64]
+#: ``--mixture-forms``: covariance type and number of fits of further shared-component mixtures.
+MIXTURE_FORMS = [(covariance, n_fits) for covariance in ("full", "tied", "diag") for n_fits in (1, 8)]
 
 
 def scaled(x: np.ndarray, scaling: str) -> torch.Tensor:
@@ -77,32 +81,65 @@ def neighbour_shares(z: torch.Tensor, treated: np.ndarray, ks) -> np.ndarray:
     return np.stack([labels[:, :k].mean(1) for k in ks])
 
 
-def mixture_log_ratios(z: torch.Tensor, treated: np.ndarray, ks, seed: int) -> np.ndarray:
-    """``(len(ks), n)``: log-ratio of two Gaussian mixtures that share ``k`` components.
+def component_log_densities(mixture: GaussianMixture, z: np.ndarray) -> np.ndarray:
+    """``(n, k)``: each cell's log-density under each component of a fitted mixture."""
+    k = len(mixture.means_)
+    covariances = {
+        "full": lambda: mixture.covariances_,
+        "tied": lambda: [mixture.covariances_] * k,
+        "diag": lambda: [np.diag(c) for c in mixture.covariances_],
+    }[mixture.covariance_type]()
+    return np.stack(
+        [multivariate_normal(m, c).logpdf(z) for m, c in zip(mixture.means_, covariances, strict=True)], 1
+    )
 
-    The components (full covariances) are fitted to all cells; each condition's weights are its
-    cells' summed responsibilities, plus half a cell so that no weight is 0.
+
+def shared_component_log_ratio(log_densities, responsibilities, treated, cells, n_fits) -> np.ndarray:
+    """Log-ratio of the treated and control mixtures, their weights from the ``cells`` (a mask) of each."""
+    log_mixtures = []
+    for group in (treated, ~treated):
+        weights = responsibilities[cells & group].sum(0) + 0.5 / n_fits
+        log_mixtures.append(logsumexp(log_densities + np.log(weights / weights.sum()), axis=1))
+    return log_mixtures[0] - log_mixtures[1]
+
+
+def mixture_log_ratios(
+    z: torch.Tensor, treated: np.ndarray, ks, seed: int, covariance: str = "full", n_fits: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(len(ks), n)``: log-ratio of two Gaussian mixtures that share ``k`` components; and their labels' gains.
+
+    The components (``covariance``: full, tied or diagonal covariances) are fitted to all cells,
+    as the union of ``n_fits`` mixtures from different starts (the mixture base's construction;
+    one fit: two starts, the better kept). Each condition's weights are its cells' summed
+    responsibilities, plus half a cell so that no weight is 0. The gains, ``(len(ks),)``, are the
+    mean 5-fold cross-validated log-likelihood of the cells' labels (weights from the other
+    folds) against the prior, in nats per cell: what the labels, without the truth, say of ``k``.
     """
     z = z.numpy()
-    out = []
+    fold = np.random.default_rng(seed).permutation(len(z)) % 5
+    log_prior_odds = np.log(treated.mean() / (1 - treated.mean()))
+    sign = np.where(treated, 1.0, -1.0)
+    out, gains = [], []
     for k in ks:
-        mixture = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=2, random_state=seed).fit(
-            z
+        fits = [GaussianMixture(k, covariance_type=covariance, reg_covar=1e-3, n_init=2 if n_fits == 1 else 1,
+                                random_state=seed + i).fit(z) for i in range(n_fits)]  # fmt: skip
+        responsibilities = np.concatenate([f.predict_proba(z) for f in fits], 1) / n_fits
+        log_densities = np.concatenate([component_log_densities(f, z) for f in fits], 1)
+        out.append(
+            shared_component_log_ratio(
+                log_densities, responsibilities, treated, np.ones(len(z), dtype=bool), n_fits
+            )
         )
-        responsibilities = mixture.predict_proba(z)
-        log_densities = np.stack(
-            [
-                multivariate_normal(m, c).logpdf(z)
-                for m, c in zip(mixture.means_, mixture.covariances_, strict=True)
-            ],
-            1,
-        )
-        log_mixtures = []
-        for cells in (treated, ~treated):
-            weights = responsibilities[cells].sum(0) + 0.5
-            log_mixtures.append(logsumexp(log_densities + np.log(weights / weights.sum()), axis=1))
-        out.append(log_mixtures[0] - log_mixtures[1])
-    return np.stack(out)
+        logits = np.empty(len(z))
+        for f in range(5):
+            logits[fold == f] = (
+                shared_component_log_ratio(log_densities, responsibilities, treated, fold != f, n_fits)[
+                    fold == f
+                ]
+                + log_prior_odds
+            )
+        gains.append(np.mean(np.logaddexp(0, -sign * log_prior_odds) - np.logaddexp(0, -sign * logits)))
+    return np.stack(out), np.array(gains)
 
 
 def exact_log_ratios(adata, gaussians: pd.DataFrame, widths) -> np.ndarray:
@@ -125,7 +162,7 @@ def exact_log_ratios(adata, gaussians: pd.DataFrame, widths) -> np.ndarray:
     return np.stack(out)
 
 
-def score_dataset(adata, seed, gaussians=None):
+def score_dataset(adata, seed, gaussians=None, mixture_forms=()):
     """Rows of PR-AUC and RMSE for the tool, MELD, every estimate here and (given the set's ``gaussians``) the exact ratio."""
     treated = (adata.obs["condition"] == "treated").to_numpy()
     rows = []
@@ -152,9 +189,17 @@ def score_dataset(adata, seed, gaussians=None):
         shares = neighbour_shares(scaled(x, "per-dim"), treated, NEIGHBOURS)
         for k, share in zip(NEIGHBOURS, shares, strict=True):
             add("knn share", n_dims, k, share)
-        mixtures = mixture_log_ratios(scaled(x, "per-dim"), treated, COMPONENTS, seed)
+        mixtures, _ = mixture_log_ratios(scaled(x, "per-dim"), treated, COMPONENTS, seed)
         for k, values in zip(COMPONENTS, mixtures, strict=True):
             add("shared-component mixture", n_dims, k, values)
+        for covariance, n_fits in mixture_forms:
+            name = f"shared-component mixture, {covariance}, {n_fits} fit{'s' * (n_fits > 1)}"
+            mixtures, gains = mixture_log_ratios(
+                scaled(x, "per-dim"), treated, MORE_COMPONENTS, seed, covariance, n_fits
+            )
+            for k, values in zip(MORE_COMPONENTS, mixtures, strict=True):
+                add(name, n_dims, k, values)
+            add(f"{name}, k chosen by the labels", n_dims, "cv", mixtures[np.argmax(gains)])
     if gaussians is not None:
         for width, values in zip(
             [0.0, *WIDTHS], exact_log_ratios(adata, gaussians, [0.0, *WIDTHS]), strict=True
@@ -235,6 +280,8 @@ def main():
     parser.add_argument("--deltas", type=float, nargs="+", default=[0.1, 0.2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--mixture-forms", action="store_true",
+                        help="also mixtures of 2-64 components with full, tied or diagonal covariances, of 1 or 8 fits")  # fmt: skip
     args = parser.parse_args()
     if args.plot:
         plot(args.plot, args.out)
@@ -256,7 +303,7 @@ def main():
                 )
             else:
                 adata = sr.datasets.pbmc68k_da(delta, random_state=seed)
-            for row in score_dataset(adata, seed, gaussians):
+            for row in score_dataset(adata, seed, gaussians, MIXTURE_FORMS if args.mixture_forms else ()):
                 runs.append({"dataset": "gaussian" if args.large else "pbmc68k", "n_cells": adata.n_obs,
                              "delta": delta, "seed": seed, "n_pcs_all": adata.obsm["X_pca"].shape[1], **row})  # fmt: skip
             summary = summarise(pd.DataFrame(runs))
