@@ -90,18 +90,22 @@ def choose(rows, rule, widest):
     """The row a selection rule picks from one dataset's rows, using each held-out cell's gain.
 
     ``argmax``: the highest mean gain among widths up to ``widest`` (the tool's rule);
-    ``one_se``: the widest width whose mean gain is within one paired standard error of the
-    best; ``guard_k``: the argmax, unless the best mean gain is within ``k`` standard errors of
-    0 (the labels show no signal), then the widest.
+    ``one_se``, ``one_se_narrowest``, ``one_se_middle``: the widest, the narrowest or the middle
+    (the narrower of two) of the widths whose mean gain is within one paired standard error of
+    the best; ``guard_k``: the argmax, unless the best mean gain is within ``k`` standard errors
+    of 0 (the labels show no signal), then the widest.
     """
     rows = [r for r in rows if isinstance(r["bandwidth"], float) and r["bandwidth"] <= widest]
     gains = np.array([r["held_out_cell_gains"] for r in rows]).T
     mean = gains.mean(axis=0)
     best = int(np.argmax(mean))
-    if rule == "one_se":
+    if rule.startswith("one_se"):
         difference = gains[:, [best]] - gains
-        within = difference.mean(axis=0) <= difference.std(axis=0, ddof=1) / np.sqrt(len(gains))
-        return rows[int(np.flatnonzero(within).max())]
+        within = np.flatnonzero(
+            difference.mean(axis=0) <= difference.std(axis=0, ddof=1) / np.sqrt(len(gains))
+        )
+        position = {"one_se": -1, "one_se_narrowest": 0, "one_se_middle": len(within) // 2}[rule]
+        return rows[int(within[position])]
     if rule.startswith("guard_"):
         k = float(rule.removeprefix("guard_"))
         if mean[best] < k * gains[:, best].std(ddof=1) / np.sqrt(len(gains)):
@@ -110,7 +114,9 @@ def choose(rows, rule, widest):
 
 
 RULES = {"argmax up to 1.0": ("argmax", 1.0), "argmax up to 1.6 (the tool)": ("argmax", 1.6),
-         "one standard error": ("one_se", 1.6), "guard, 1 s.e.": ("guard_1", 1.6), "guard, 2 s.e.": ("guard_2", 1.6)}  # fmt: skip
+         "one standard error": ("one_se", 1.6), "one standard error, narrowest": ("one_se_narrowest", 1.6),
+         "one standard error, middle": ("one_se_middle", 1.6),
+         "guard, 1 s.e.": ("guard_1", 1.6), "guard, 2 s.e.": ("guard_2", 1.6)}  # fmt: skip
 
 
 def compare_rules(runs):
