@@ -23,14 +23,16 @@ _DA_DEFAULTS = inspect.signature(sr.tl.differential_abundance).parameters
 DA_MODEL = {"s_min": _DA_DEFAULTS["s_min"].default}
 
 
-def da_tool_model(adata, params: dict, random_state: int, **train_kwargs) -> sr.RatioFlow:
+def da_tool_model(
+    adata, params: dict, random_state: int, s_min: float = DA_MODEL["s_min"], **train_kwargs
+) -> sr.RatioFlow:
     """The model of a DA tool call on ``obs["condition"]``, trained again outside it.
 
     ``params`` is the call's ``uns["scratio_da"]["params"]`` (its dimensions, scaling, base, steps
-    and batch size); with the call's ``random_state`` the model is the call's.
+    and batch size); with the call's ``random_state`` (and ``s_min``) the model is the call's.
     """
     model = sr.RatioFlow(adata, "X_pca", ["condition"], n_pcs=params["n_dims"], scaling=params["scaling"],
-                         min_cells=_DA_DEFAULTS["min_cells"].default, s_min=DA_MODEL["s_min"],
+                         min_cells=_DA_DEFAULTS["min_cells"].default, s_min=s_min,
                          base=params.get("base_used"), random_state=random_state)  # fmt: skip
     return model.train(params["n_steps"], batch_size=params["batch_size"], **train_kwargs)
 
