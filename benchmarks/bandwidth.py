@@ -91,8 +91,8 @@ def choose(rows, rule, widest):
 
     ``argmax``: the highest mean gain among widths up to ``widest`` (the tool's rule);
     ``one_se``, ``one_se_narrowest``, ``one_se_middle``: the widest, the narrowest or the middle
-    (the narrower of two) of the widths whose mean gain is within one paired standard error of
-    the best; ``guard_k``: the argmax, unless the best mean gain is within ``k`` standard errors
+    (of an even number, the wider of the two in the middle) of the widths whose mean gain is
+    within one paired standard error of the best; ``guard_k``: the argmax, unless the best mean gain is within ``k`` standard errors
     of 0 (the labels show no signal), then the widest.
     """
     rows = [r for r in rows if isinstance(r["bandwidth"], float) and r["bandwidth"] <= widest]

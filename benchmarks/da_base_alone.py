@@ -21,6 +21,8 @@ PR-AUC, NAR, CSP and RMSE (``noise_floor.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/da_base_alone.py --out benchmarks/results/da_base_alone_pbmc.json            # 6 min
     OMP_NUM_THREADS=1 python benchmarks/da_base_alone.py --large --out benchmarks/results/da_base_alone_large50.json  # 45 min
+    OMP_NUM_THREADS=1 python benchmarks/da_base_alone.py --s-min 0.1 --widths 0.1 0.2 0.3 0.4 0.6 --variants tool \
+        --out benchmarks/results/da_s_min_0.1_pbmc.json   # a model trained with another s_min; and --large
 
 Datasets: random labels (seeds 0-2) and ``sr.datasets.pbmc68k_da`` at delta 0.1 and 0.2 (seeds
 0-2); with ``--large`` random labels and delta 0.1 on the 20,000-cell Gaussian set of
