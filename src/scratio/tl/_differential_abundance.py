@@ -395,9 +395,8 @@ def differential_abundance(
     compared = [reference, *targets]
     # Log-likelihoods cost no more than log-ratios unless the network drops out of the ratios;
     # then they also tell which cells lie outside the training data, with no pass of their own.
-    absolute = not model.network.cancels_from_ratios(
-        1.0 if condition_weight == AUTO_CONDITION_WEIGHT else condition_weight
-    )
+    weights = _condition_weights(condition_weight, model.network)
+    absolute = not model.network.cancels_from_ratios(max(weights))
 
     def condition_log_densities(x: np.ndarray, width: float | None, weights: Sequence[float]):
         """Per condition weight: ``log p(x | c)`` of every compared condition at one bandwidth, and the per-sample frame.
@@ -427,7 +426,6 @@ def differential_abundance(
                 )
         return out
 
-    weights = _condition_weights(condition_weight, model.network)
     if bandwidth == AUTO_BANDWIDTH or len(weights) > 1:
         # a passed model's held-out cells need not be these; with calibrate=True they fit the scale,
         # and a choice made on them too would inflate it
@@ -636,14 +634,10 @@ def _select_scoring(
             f"using bandwidth {width} and condition weight {weight:g}"
         )
         return width, weight, None, None
-    truth, log_prior = (
-        pd.Categorical(labels, categories=conditions).codes[held],
-        _log_shares(labels, conditions),
-    )
-    held_x, by_width = (
-        x[held],
-        {},
-    )  # every weight's values at a width come from one pass over the held-out cells
+    truth = pd.Categorical(labels, categories=conditions).codes[held]
+    log_prior = _log_shares(labels, conditions)
+    held_x = x[held]
+    by_width = {}  # every weight's values at a width come from one pass over the held-out cells
 
     def scored_at(weight: float):
         def log_densities(rows_x: np.ndarray, width: float | None):
@@ -667,7 +661,7 @@ def _select_scoring(
             )
         found[weight] = (gains, table, scored)
     best = max(found, key=lambda w: found[w][0].mean())
-    weight = next(w for w in sorted(found) if _within_one_standard_error(found[w][0], found[best][0]))
+    weight = next(w for w in sorted(found) if not _trails(found[w][0], found[best][0], 1))
     gains, _, scored = found[weight]
     table = pd.concat(
         [t.assign(condition_weight=w, chosen=t["chosen"] & (w == weight)) for w, (_, t, _) in found.items()],
@@ -709,7 +703,7 @@ def _select_bandwidth(
         if cell_gains[latest].mean() > cell_gains[best].mean():
             best = latest
         elif latest - best >= BANDWIDTH_PATIENCE and all(
-            _clearly_below(cell_gains[j], cell_gains[best])
+            _trails(cell_gains[j], cell_gains[best], 2)
             for j in range(latest - BANDWIDTH_PATIENCE + 1, latest + 1)
         ):
             break
@@ -736,16 +730,10 @@ def _held_out_gains(
     return posterior[np.arange(len(truth)), truth] - log_prior[truth]
 
 
-def _within_one_standard_error(cell_gains: np.ndarray, best: np.ndarray) -> bool:
-    """Whether a candidate's held-out gains trail the best's by at most one standard error of their paired difference."""
+def _trails(cell_gains: np.ndarray, best: np.ndarray, n_standard_errors: float) -> bool:
+    """Whether a candidate's held-out gains trail the best's by more than ``n_standard_errors`` standard errors of their paired difference."""
     difference = best - cell_gains
-    return bool(difference.mean() <= difference.std(ddof=1) / np.sqrt(len(difference)))
-
-
-def _clearly_below(cell_gains: np.ndarray, best: np.ndarray) -> bool:
-    """Whether a width's held-out gains trail the best's by more than two standard errors of their paired difference."""
-    difference = best - cell_gains
-    return bool(difference.mean() > 2 * difference.std(ddof=1) / np.sqrt(len(difference)))
+    return bool(difference.mean() > n_standard_errors * difference.std(ddof=1) / np.sqrt(len(difference)))
 
 
 def _log_shares(labels: np.ndarray, conditions: Sequence[str]) -> np.ndarray:
